@@ -1,14 +1,16 @@
-//! The `.forge.yml` model and validation (stub, being written).
+//! The `.forge.yml` model and validation (being written).
 use std::path::Path;
 
-pub struct Spec;
+mod model;
+pub use model::*;
+
 impl Spec {
     pub fn summary(&self) -> String {
         String::new()
     }
 }
 pub fn load(_path: &Path) -> Result<Spec, String> {
-    Ok(Spec)
+    Ok(Spec::default())
 }
 pub fn json_schema() -> &'static str {
     "{}"
