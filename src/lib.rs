@@ -5,4 +5,5 @@
 //! - [`spec`]: the `.forge.yml` model, its validation and JSON Schema.
 
 pub mod cli;
+pub mod secret;
 pub mod spec;
