@@ -5,5 +5,7 @@
 //! - [`spec`]: the `.forge.yml` model, its validation and JSON Schema.
 
 pub mod cli;
+pub mod context;
+pub mod run;
 pub mod secret;
 pub mod spec;

@@ -15,3 +15,13 @@ pub fn load(_path: &Path) -> Result<Spec, String> {
 pub fn json_schema() -> &'static str {
     "{}"
 }
+
+/// Temporary: replaced by the real splitter from the spec work.
+impl Run {
+    pub fn words_without_shell(&self) -> Result<Vec<String>, String> {
+        match self {
+            Run::Exec(argv) => Ok(argv.clone()),
+            Run::Shell(text) => Ok(text.split_whitespace().map(str::to_string).collect()),
+        }
+    }
+}
