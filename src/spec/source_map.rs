@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Most nodes a document may have once its aliases are expanded.
 pub const MAX_EXPANDED_NODES: u64 = 100_000;
@@ -323,6 +323,14 @@ impl Builder {
         if key.is_some() && self.map.first_merge_key.is_none() && merge_into.is_some() {
             self.map.first_merge_key = key;
         }
+        // An empty value (`KEY:` and nothing) is marked where the next
+        // token starts, often on another line: point at its key instead.
+        let at = match (&event, key) {
+            (Event::Scalar(text, TScalarStyle::Plain, ..), Some(key_at)) if text.is_empty() => {
+                key_at
+            }
+            _ => at,
+        };
         self.map
             .nodes
             .insert(path.clone(), NodeLocation { key, value: at });

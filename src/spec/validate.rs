@@ -129,6 +129,20 @@ fn yaml_error(label: &str, text: &str, err: &serde_yaml::Error) -> SpecError {
     let help = if message.contains("duplicate entry") {
         "remove one of them; a key may appear only once in a mapping".to_string()
     } else if message.contains("more than one document") {
+        if let Some(at) = second_document(text) {
+            return SpecError::Yaml {
+                path: label.to_string(),
+                line: at,
+                column: 1,
+                message:
+                    "invalid YAML: a second document starts here; a .forge.yml is one document"
+                        .to_string(),
+                help: Some(
+                    "remove this `---` line and what follows, or merge it into the first document"
+                        .to_string(),
+                ),
+            };
+        }
         "keep a single YAML document: remove the extra `---` lines".to_string()
     } else {
         syntax_help(text, line)
@@ -140,6 +154,25 @@ fn yaml_error(label: &str, text: &str, err: &serde_yaml::Error) -> SpecError {
         message: format!("invalid YAML: {message}"),
         help: Some(help),
     }
+}
+
+/// The line of the `---` that starts a second document, if any.
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with("---") && content {
+            return Some(n + 1);
+        }
+        let trimmed = line.trim();
+        if !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+            && !line.starts_with("---")
+            && !line.starts_with('%')
+        {
+            content = true;
+        }
+    }
+    None
 }
 
 fn syntax_help(text: &str, line: usize) -> String {
@@ -185,8 +218,13 @@ pub(crate) fn parse_duration(value: &Value) -> Result<Duration, String> {
                     Err(_) => return Err(format!("`{text}` is too large")),
                 }
             } else {
-                humantime::parse_duration(trimmed)
-                    .map_err(|err| format!("`{text}` is not a duration ({err})"))?
+                humantime::parse_duration(trimmed).map_err(|err| match err {
+                    humantime::DurationError::UnknownUnit { unit, .. } => {
+                        format!("`{text}` is not a duration: unknown unit `{unit}`")
+                    }
+                    humantime::DurationError::NumberOverflow => format!("`{text}` is too large"),
+                    _ => format!("`{text}` is not a duration"),
+                })?
             }
         }
         other => {
@@ -330,7 +368,13 @@ impl Validator<'_> {
             }
         }
         let has = |key: &str| mapping.contains_key(key);
-        if !has("execute") && !has("actions") {
+        // A misspelt `execute:` is reported as such; saying there is
+        // nothing to run would only repeat it.
+        let misspelt = mapping.keys().filter_map(Value::as_str).any(|name| {
+            !TOP_KEYS.contains(&name)
+                && matches!(did_you_mean(name, TOP_KEYS), Some("execute" | "actions"))
+        });
+        if !has("execute") && !has("actions") && !misspelt {
             self.error(
                 &path,
                 Target::Value,
