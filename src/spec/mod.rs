@@ -1,19 +1,296 @@
-//! The `.forge.yml` model and validation (being written).
+//! The `.forge.yml` language: loading, validation and JSON Schema. A file is
+//! checked for size and UTF-8, mapped by [`source_map`] (positions,
+//! duplicate keys, alias bombs; never expanding aliases), parsed by
+//! serde_yaml into a `Value` with `<<` merges applied, and then walked by
+//! [`validate`] into the typed [`Spec`] while collecting every problem as a
+//! [`Diagnostic`] with line, column and a fix. [`SpecError`] renders them
+//! all as `PATH:LINE:COLUMN: error: ...` plus `  help: ...` lines.
+
+use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 mod model;
-pub use model::*;
+mod shell_words;
+pub mod source_map;
+mod validate;
 
-impl Spec {
-    pub fn summary(&self) -> String {
-        String::new()
+pub use model::*;
+pub use shell_words::{split as split_shell_words, ShellSyntax};
+
+/// Largest `.forge.yml` accepted.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// One problem in a `.forge.yml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// Where in the document, e.g. `actions.lint[2].run`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    fn render(&self, f: &mut fmt::Formatter<'_>, file: &str) -> fmt::Result {
+        write!(
+            f,
+            "{file}:{}:{}: error: {}",
+            self.line, self.column, self.message
+        )?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
     }
 }
-pub fn load(_path: &Path) -> Result<Spec, String> {
-    Ok(Spec::default())
+
+/// Why a `.forge.yml` was refused. Display renders every problem, one
+/// `PATH:LINE:COLUMN: error:` line each (plus a `  help:` line).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: error: cannot read the file: {source}\n  help: {}", io_help(.source))]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}:{line}:{column}: error: the file is not UTF-8 text (invalid byte 0x{byte:02x} at byte offset {offset})\n  help: save the file as UTF-8"
+    )]
+    NotUtf8 {
+        path: String,
+        offset: usize,
+        byte: u8,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "{path}: error: the file is empty\n  help: add at least an `execute:` list of commands, e.g. `execute: [\"make test\"]`"
+    )]
+    Empty { path: String },
+    #[error(
+        "{path}: error: the file is too large ({size} bytes; at most {max} bytes are accepted)\n  help: a .forge.yml describes a build; keep data in other files",
+        max = MAX_FILE_BYTES
+    )]
+    TooLarge { path: String, size: u64 },
+    #[error("{}", render_yaml(.path, *.line, *.column, .message, .help.as_deref()))]
+    Yaml {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+        help: Option<String>,
+    },
+    #[error("{}", Rendered(.path, .diagnostics))]
+    Invalid {
+        path: String,
+        diagnostics: Vec<Diagnostic>,
+    },
 }
+
+impl SpecError {
+    /// Every problem with a position (empty for I/O and similar errors).
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self {
+            SpecError::Invalid { diagnostics, .. } => diagnostics.clone(),
+            SpecError::Yaml {
+                line,
+                column,
+                message,
+                help,
+                ..
+            } => vec![Diagnostic {
+                line: *line,
+                column: *column,
+                path: String::new(),
+                message: message.clone(),
+                help: help.clone(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn io_help(err: &std::io::Error) -> &'static str {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            "create a .forge.yml in the repository root or pass the path to it"
+        }
+        std::io::ErrorKind::PermissionDenied => "make the file readable",
+        _ => "check that the path names a readable file",
+    }
+}
+
+fn render_yaml(
+    path: &str,
+    line: usize,
+    column: usize,
+    message: &str,
+    help: Option<&str>,
+) -> String {
+    let mut out = if line == 0 {
+        format!("{path}: error: {message}")
+    } else {
+        format!("{path}:{line}:{column}: error: {message}")
+    };
+    if let Some(help) = help {
+        out.push_str("\n  help: ");
+        out.push_str(help);
+    }
+    out
+}
+
+struct Rendered<'a>(&'a str, &'a [Diagnostic]);
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, diagnostic) in self.1.iter().enumerate() {
+            if n > 0 {
+                f.write_str("\n")?;
+            }
+            diagnostic.render(f, self.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Read and validate the file at `path` (labelled in messages as given).
+pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    let label = path.display().to_string();
+    let io = |source| SpecError::Io {
+        path: label.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit so a huge file is neither read whole nor
+    // mistaken for one that fits.
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        let size = std::fs::metadata(path)
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        return Err(SpecError::TooLarge { path: label, size });
+    }
+    parse(&label, &bytes)
+}
+
+/// Validate `.forge.yml` content; `label` names it in messages.
+pub fn parse(label: &str, bytes: &[u8]) -> Result<Spec, SpecError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(SpecError::TooLarge {
+            path: label.to_string(),
+            size: bytes.len() as u64,
+        });
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let offset = err.valid_up_to();
+            let before = String::from_utf8_lossy(&bytes[..offset]);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(SpecError::NotUtf8 {
+                path: label.to_string(),
+                offset,
+                byte: bytes[offset],
+                line,
+                column,
+            });
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    validate::validate(label, text)
+}
+
+/// The JSON Schema (draft-07) of the language, for editors.
 pub fn json_schema() -> &'static str {
-    "{}"
+    include_str!("schema.json")
+}
+
+impl Spec {
+    /// One line describing the spec, e.g. `image alpine:3, 2 setup, 3
+    /// execute commands, actions: lint, docs; artifacts: 2 globs (always);
+    /// timeout 30m`.
+    pub fn summary(&self) -> String {
+        let mut first = Vec::new();
+        match &self.image {
+            Some(image) => first.push(format!("image {image}")),
+            None => first.push("no image".to_string()),
+        }
+        let mut counts = Vec::new();
+        if !self.setup.is_empty() {
+            counts.push((self.setup.len(), "setup"));
+        }
+        if let Some(execute) = &self.execute {
+            counts.push((execute.len(), "execute"));
+        }
+        if let Some((last, _)) = counts.last() {
+            let plural = if *last == 1 { "command" } else { "commands" };
+            let joined: Vec<String> = counts
+                .iter()
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+            first.push(format!("{} {plural}", joined.join(", ")));
+        }
+        if !self.actions.is_empty() {
+            let names: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+            first.push(format!("actions: {}", names.join(", ")));
+        }
+        let mut parts = vec![first.join(", ")];
+        let mut env = Vec::new();
+        if !self.environment.is_empty() {
+            env.push(count(self.environment.len(), "variable"));
+        }
+        if !self.secrets.is_empty() {
+            env.push(count(self.secrets.len(), "secret"));
+        }
+        if !env.is_empty() {
+            parts.push(format!("environment: {}", env.join(", ")));
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self
+                .ports
+                .iter()
+                .map(|p| format!("{}->{}", p.published, p.target))
+                .collect();
+            parts.push(format!("ports: {}", ports.join(", ")));
+        }
+        if self.artifacts.paths.is_empty() {
+            parts.push("no artifacts".to_string());
+        } else {
+            let mut artifacts = count(self.artifacts.paths.len(), "glob");
+            if !self.artifacts.exclude.is_empty() {
+                artifacts.push_str(&format!(", {} excluded", self.artifacts.exclude.len()));
+            }
+            let when = match self.artifacts.when {
+                When::Always => "always",
+                When::OnSuccess => "on_success",
+                When::OnFailure => "on_failure",
+            };
+            parts.push(format!("artifacts: {artifacts} ({when})"));
+        }
+        if let Some(timeout) = self.timeout {
+            parts.push(format!("timeout {}", humantime::format_duration(timeout)));
+        }
+        parts.join("; ")
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// Temporary: replaced by the real splitter from the spec work.
