@@ -292,13 +292,3 @@ fn count(n: usize, what: &str) -> String {
         format!("{n} {what}s")
     }
 }
-
-/// Temporary: replaced by the real splitter from the spec work.
-impl Run {
-    pub fn words_without_shell(&self) -> Result<Vec<String>, String> {
-        match self {
-            Run::Exec(argv) => Ok(argv.clone()),
-            Run::Shell(text) => Ok(text.split_whitespace().map(str::to_string).collect()),
-        }
-    }
-}
