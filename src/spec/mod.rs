@@ -292,3 +292,83 @@ fn count(n: usize, what: &str) -> String {
         format!("{n} {what}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ok(text: &str) -> Spec {
+        match parse("t.yml", text.as_bytes()) {
+            Ok(spec) => spec,
+            Err(err) => panic!("refused:\n{err}"),
+        }
+    }
+
+    #[test]
+    fn typed_model_with_accurate_lines() {
+        let spec = ok("image: alpine:3\n\
+             x-d: &d\n  timeout: 5m\n  env: {A: 1}\n\
+             setup:\n  - echo one\n  - [\"ls\", \"-l\"]\n\
+             execute:\n  - <<: *d\n    run: make\n    allow_failure: true\n\
+             artifacts:\n  paths: [dist]\n  when: on_success\n\
+             timeout: 1h\n");
+        assert_eq!(spec.image.as_deref(), Some("alpine:3"));
+        assert_eq!(spec.setup[0].run, Run::Shell("echo one".into()));
+        assert_eq!(spec.setup[0].line, 6);
+        assert_eq!(spec.setup[1].run, Run::Exec(vec!["ls".into(), "-l".into()]));
+        assert_eq!(spec.setup[1].line, 7);
+        let execute = spec.execute.as_deref().expect("execute");
+        assert_eq!(execute[0].line, 9);
+        assert_eq!(execute[0].timeout, Some(Duration::from_secs(300)));
+        assert_eq!(execute[0].env.get("A").map(String::as_str), Some("1"));
+        assert!(execute[0].allow_failure);
+        assert_eq!(spec.artifacts.when, When::OnSuccess);
+        assert_eq!(spec.timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            spec.summary(),
+            "image alpine:3, 2 setup, 1 execute command; artifacts: 1 glob (on_success); timeout 1h"
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_accepted() {
+        let spec = ok("\u{feff}execute: [make]\n");
+        assert_eq!(spec.action_names(), ["execute"]);
+    }
+
+    #[test]
+    fn every_diagnostic_is_rendered_with_position_and_help() {
+        let err = parse("f.yml", b"execute: []\ntimeout: 0\nimage: [x]\n").expect_err("invalid");
+        let diagnostics = err.diagnostics();
+        assert_eq!(diagnostics.len(), 3);
+        assert_eq!(diagnostics[0].path, "execute");
+        assert_eq!((diagnostics[1].line, diagnostics[1].column), (2, 10));
+        let text = err.to_string();
+        assert!(text.starts_with("f.yml:1:10: error: `execute` has no commands\n  help: "));
+        assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    #[test]
+    fn non_utf8_and_oversized_input_are_refused() {
+        let err = parse("f.yml", b"a: 1\nb: \xff\n").expect_err("not UTF-8");
+        assert!(
+            matches!(
+                err,
+                SpecError::NotUtf8 {
+                    offset: 8,
+                    line: 2,
+                    column: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let big = vec![b'#'; MAX_FILE_BYTES + 1];
+        assert!(matches!(
+            parse("f.yml", &big),
+            Err(SpecError::TooLarge { .. })
+        ));
+        assert!(matches!(parse("f.yml", b""), Err(SpecError::Empty { .. })));
+    }
+}

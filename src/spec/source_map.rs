@@ -10,11 +10,15 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Most nodes a document may have once its aliases are expanded.
 pub const MAX_EXPANDED_NODES: u64 = 100_000;
+
+/// Deepest nesting of collections accepted (serde_yaml refuses beyond 128,
+/// and takes quadratic time getting there).
+pub const MAX_DEPTH: usize = 100;
 
 /// One step of a path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -104,8 +108,10 @@ pub struct DuplicateKey {
 /// The document grows past [`MAX_EXPANDED_NODES`] through aliases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AliasBomb {
-    /// The alias whose expansion crossed the limit.
+    /// The node (usually an alias) whose expansion crossed the limit.
     pub at: Position,
+    /// Whether aliases were expanded on the way (else the file is just big).
+    pub by_alias: bool,
 }
 
 /// Line and column of every node of the first document.
@@ -124,6 +130,8 @@ pub struct SourceMap {
     pub alias_bomb: Option<AliasBomb>,
     /// Expanded node count (saturating).
     pub expanded_nodes: u64,
+    /// Where nesting first goes deeper than [`MAX_DEPTH`]; mapping stops there.
+    pub too_deep: Option<Position>,
     /// Where the first `<<` key is, for merge errors.
     pub first_merge_key: Option<Position>,
 }
@@ -141,14 +149,25 @@ impl SourceMap {
     pub fn build(text: &str) -> (SourceMap, Option<SyntaxError>) {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        let error = parser
-            .load(&mut builder, false)
-            .err()
-            .map(|err| SyntaxError {
-                at: Position::from(*err.marker()),
-                message: err.info().to_string(),
-            });
-        (builder.map, error)
+        // Pull events one by one: `Parser::load` recurses per nesting level
+        // and overflows the stack on deeply nested input.
+        loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((event, marker)) => builder.on_event(event, marker),
+                Err(err) => {
+                    let error = SyntaxError {
+                        at: Position::from(*err.marker()),
+                        message: err.info().to_string(),
+                    };
+                    return (builder.map, Some(error));
+                }
+            }
+            if builder.done || builder.map.too_deep.is_some() {
+                break;
+            }
+        }
+        (builder.map, None)
     }
 
     /// Where the node at `path` is: its key or its value. A path that is
@@ -226,6 +245,7 @@ struct Builder {
     /// Expanded size of each node being built (open collections).
     sizes: Vec<(usize, u64)>,
     anchor_sizes: HashMap<usize, u64>,
+    aliases_seen: bool,
     done: bool,
 }
 
@@ -276,7 +296,8 @@ impl Builder {
     fn count(&mut self, weight: u64, at: Position) {
         self.map.expanded_nodes = self.map.expanded_nodes.saturating_add(weight);
         if self.map.expanded_nodes > MAX_EXPANDED_NODES && self.map.alias_bomb.is_none() {
-            self.map.alias_bomb = Some(AliasBomb { at });
+            let by_alias = self.aliases_seen;
+            self.map.alias_bomb = Some(AliasBomb { at, by_alias });
         }
         if let Some((_, size)) = self.sizes.last_mut() {
             *size = size.saturating_add(weight);
@@ -346,6 +367,7 @@ impl Builder {
                         .push(target);
                 }
                 let weight = self.anchor_sizes.get(&id).copied().unwrap_or(1);
+                self.aliases_seen = true;
                 self.count(weight, at);
             }
             Event::Scalar(_, _, anchor, _) => {
@@ -367,6 +389,7 @@ impl Builder {
                         .push(path.clone());
                 }
                 self.count(1, at);
+                self.deeper(at);
                 self.sizes.push((anchor, 1));
                 self.stack.push(Frame::Mapping {
                     path,
@@ -379,6 +402,7 @@ impl Builder {
                     self.map.anchors.insert(anchor, path.clone());
                 }
                 self.count(1, at);
+                self.deeper(at);
                 self.sizes.push((anchor, 1));
                 self.stack.push(Frame::Sequence {
                     path,
@@ -387,6 +411,12 @@ impl Builder {
                 });
             }
             _ => {}
+        }
+    }
+
+    fn deeper(&mut self, at: Position) {
+        if self.stack.len() >= MAX_DEPTH && self.map.too_deep.is_none() {
+            self.map.too_deep = Some(at);
         }
     }
 
@@ -436,7 +466,7 @@ impl Builder {
     }
 }
 
-impl MarkedEventReceiver for Builder {
+impl Builder {
     fn on_event(&mut self, event: Event, marker: Marker) {
         if self.done {
             return;
@@ -544,6 +574,17 @@ mod tests {
         assert_eq!(small.alias_bomb, None);
         // root + 3 keys + 3 sequences of 2 items
         assert_eq!(small.expanded_nodes, 1 + 3 + 3 * 3);
+    }
+
+    #[test]
+    fn deep_nesting_stops_the_map_without_recursion() {
+        let text = format!("a:\n  {}x\n", "- ".repeat(200_000));
+        let (map, error) = SourceMap::build(&text);
+        assert_eq!(error, None);
+        let at = map.too_deep.expect("too deep");
+        assert_eq!(at.line, 2);
+        let (map, _) = SourceMap::build(&format!("a: {}", "[".repeat(50)));
+        assert_eq!(map.too_deep, None);
     }
 
     #[test]

@@ -47,11 +47,33 @@ pub(crate) fn validate(label: &str, text: &str) -> Result<Spec, SpecError> {
             line: bomb.at.line,
             column: bomb.at.column,
             path: String::new(),
-            message: format!(
-                "aliases expand this document to more than {MAX_EXPANDED_NODES} nodes (an alias bomb, \"billion laughs\")"
-            ),
-            help: Some("use each anchor a few times; a .forge.yml needs no more".to_string()),
+            message: if bomb.by_alias {
+                format!(
+                    "aliases expand this document to more than {MAX_EXPANDED_NODES} nodes (an alias bomb, \"billion laughs\")"
+                )
+            } else {
+                format!("the document has more than {MAX_EXPANDED_NODES} nodes")
+            },
+            help: Some(if bomb.by_alias {
+                "use each anchor a few times; a .forge.yml needs no more".to_string()
+            } else {
+                "a .forge.yml describes a build; keep data in other files".to_string()
+            }),
         }]));
+    }
+    let recursion = syntax
+        .as_ref()
+        .filter(|s| s.message.contains("recursion limit"))
+        .map(|s| s.at);
+    if let Some(at) = map.too_deep.or(recursion) {
+        // Refused here: libyaml takes quadratic time on deep nesting.
+        return Err(SpecError::Yaml {
+            path: label.to_string(),
+            line: at.line,
+            column: at.column,
+            message: "invalid YAML: the document is nested too deeply".to_string(),
+            help: Some("a .forge.yml needs only a few levels of nesting".to_string()),
+        });
     }
     if syntax.is_none() && !map.duplicates.is_empty() {
         let diagnostics = map
