@@ -25,11 +25,10 @@ pub const MAX_DESCRIPTION_CHARS: usize = 140;
 pub enum ForgeError {
     #[error("{0}")]
     Http(#[from] HttpError),
-    #[error("cannot unpack the source of {owner}/{repo}@{sha}: {source}")]
+    #[error("cannot unpack the source of {commit}: {source}")]
     Unpack {
-        owner: String,
-        repo: String,
-        sha: String,
+        /// `owner/repo@sha`.
+        commit: String,
         #[source]
         source: WorkspaceError,
     },
@@ -239,9 +238,7 @@ impl ForgeClient {
                 source,
             })?;
         unpack_zip(io::BufReader::new(archive), dest_dir).map_err(|source| ForgeError::Unpack {
-            owner: owner.to_string(),
-            repo: repo.to_string(),
-            sha: sha.to_string(),
+            commit: format!("{owner}/{repo}@{sha}"),
             source,
         })
     }
