@@ -96,7 +96,9 @@ fn reap(build: Pid) -> Option<i32> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == build => build_code = Some(code),
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == build => build_code = Some(128 + signal as i32),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == build => {
+                build_code = Some(128 + signal as i32)
+            }
             Ok(WaitStatus::StillAlive) | Err(_) => return build_code,
             Ok(_) => {}
         }

@@ -10,8 +10,11 @@
 //! - [`forge`]: commit statuses and source zipballs from the forge.
 //! - [`workspace`]: the source tree a build runs in, unpacked safely.
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
+//! - [`status`]: commit statuses as a build reports them.
+//! - [`build`]: one CI build end to end, from environment to final status.
 
 pub mod artifacts;
+pub mod build;
 pub mod cli;
 pub mod context;
 pub mod forge;
@@ -20,4 +23,5 @@ pub mod init;
 pub mod run;
 pub mod secret;
 pub mod spec;
+pub mod status;
 pub mod workspace;
