@@ -76,15 +76,43 @@ impl LogBuffer {
         String::from_utf8_lossy(&self.0.lock().map(|l| l.clone()).unwrap_or_default()).into_owned()
     }
 
-    /// Run `f` with warnings of this thread logged into the buffer.
+    /// Run `f` with warnings of this thread logged into the buffer. One
+    /// global subscriber routes each thread's events to that thread's
+    /// buffer: per-thread default subscribers lose events when tests run in
+    /// parallel, because tracing caches callsite interest globally.
     fn capture<T>(&self, f: impl FnOnce() -> T) -> T {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f)
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(|| ThreadLog)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
+        CURRENT_LOG.with(|current| *current.borrow_mut() = Some(self.clone()));
+        let result = f();
+        CURRENT_LOG.with(|current| *current.borrow_mut() = None);
+        result
+    }
+}
+
+thread_local! {
+    static CURRENT_LOG: std::cell::RefCell<Option<LogBuffer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes into the calling thread's capture buffer, if any.
+struct ThreadLog;
+
+impl Write for ThreadLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CURRENT_LOG.with(|current| match current.borrow_mut().as_mut() {
+            Some(log) => log.write(buf),
+            None => Ok(buf.len()),
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -561,7 +589,7 @@ fn artifacts_are_packed_and_put_to_webdav() {
         .expect("stored log"),
         "step 1 ok\n"
     );
-    let access = nginx.access_log();
+    let access = nginx.wait_for_access_log("\"PUT /store/octo/hello/", 2);
     assert_eq!(
         access.matches("\"PUT /store/octo/hello/").count(),
         2,
@@ -588,7 +616,7 @@ fn upload_server_errors_are_retried_then_reported() {
     let text = error.to_string();
     assert!(text.contains("blocker/inner/f.zip"), "{text}");
     assert!(text.contains("gave up after 4 attempts"), "{text}");
-    let access = nginx.access_log();
+    let access = nginx.wait_for_access_log("\"PUT /blocker/inner/f.zip", 4);
     assert_eq!(
         access.matches("\"PUT /blocker/inner/f.zip").count(),
         4,
@@ -612,7 +640,9 @@ fn upload_client_errors_are_final() {
         other => panic!("expected an upload error, got {other:?}"),
     }
     assert!(error.to_string().contains("HTTP 409 Conflict"), "{error}");
-    let access = nginx.access_log();
+    // Give a (wrong) retry time to show up in the log before counting.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let access = nginx.wait_for_access_log("\"PUT /adir", 1);
     assert_eq!(
         access.matches("\"PUT /adir").count(),
         1,
