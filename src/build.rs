@@ -309,7 +309,8 @@ impl Build {
             }
         }
         sink.line(&format!(
-            "==> {} after {}",
+            "==> {}: {} (build took {})",
+            verdict.state().as_str(),
             verdict.description(),
             format_duration(started.elapsed())
         ));
