@@ -657,6 +657,7 @@ fn runs_shell_form_in_busybox_and_hides_its_memory_from_commands() {
                 "  - cat /proc/1/environ /proc/$PPID/environ 2>&1 | grep -q ghs_ && echo LEAKED || echo environ-protected\n",
                 "  - head -c 100 /proc/1/mem >/dev/null 2>&1 && echo LEAKED || echo mem-protected\n",
                 "  - grep -q CI=true /proc/self/environ && echo self-readable\n",
+                "  - (sh -c 'sleep 0.2 &' &) ; sleep 1; echo zombies=$(grep -l ') Z ' /proc/[0-9]*/stat 2>/dev/null | wc -l)\n",
             )
             .as_bytes(),
             0o644,
@@ -676,6 +677,8 @@ fn runs_shell_form_in_busybox_and_hides_its_memory_from_commands() {
     assert!(stdout.contains("environ-protected"), "{stdout}");
     assert!(stdout.contains("mem-protected"), "{stdout}");
     assert!(!stdout.lines().any(|l| l == "LEAKED"), "{stdout}");
+    // As PID 1, forgexec reaps the orphans commands leave behind.
+    assert!(stdout.contains("zombies=0"), "{stdout}");
     // Control: the same reads work on a dumpable process.
     assert!(stdout.contains("self-readable"), "{stdout}");
     assert_eq!(final_status(&states(&server.statuses(SHA))).0, "success");
@@ -730,5 +733,58 @@ fn docker_stop_cancels_a_pid_1_build_with_a_final_status() {
             "error".into(),
             "cancelled by SIGTERM during test: `forever`".into()
         )
+    );
+}
+
+#[test]
+fn when_decides_whether_artifacts_are_collected_and_no_match_is_said() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let base = format!("file://{}", artifacts.path().display());
+    let mut build = HostBuild::new(
+        "execute:\n  - echo x > report.txt\nartifacts:\n  paths: [report.txt]\n  when: on_failure\n",
+    );
+    build.set("FORGE_ARTIFACTS_URL", &base);
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("==> [artifacts] skipped (`when` does not match this outcome)"),
+        "{}",
+        out.all()
+    );
+    let prefix = artifacts
+        .path()
+        .join(format!("octo/hello/{SHA}/execute/b1"));
+    assert!(!prefix.join("artifacts.zip").exists());
+    assert!(
+        prefix.join("build.log").exists(),
+        "the log is uploaded whatever `when` says"
+    );
+
+    let mut build = HostBuild::new(
+        "execute:\n  - echo x > report.txt && exit 1\nartifacts:\n  paths: [report.txt, 'missing/**']\n  when: on_failure\n",
+    );
+    build.set("FORGE_ARTIFACTS_URL", &base);
+    build.set("FORGE_BUILD_ID", "b2");
+    let out = build.run();
+    assert_eq!(out.code, 1, "{}", out.all());
+    let zip = artifacts
+        .path()
+        .join(format!("octo/hello/{SHA}/execute/b2/artifacts.zip"));
+    let archive =
+        zip::ZipArchive::new(std::fs::File::open(&zip).expect("collected after the failure"))
+            .unwrap();
+    assert_eq!(archive.len(), 1);
+
+    let mut build = HostBuild::new("execute:\n  - 'true'\nartifacts: ['dist/*.tar.gz']\n");
+    build.set("FORGE_ARTIFACTS_URL", &base);
+    build.set("FORGE_BUILD_ID", "b3");
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("==> [artifacts] no files matched dist/*.tar.gz"),
+        "{}",
+        out.all()
     );
 }
