@@ -204,6 +204,8 @@ pub struct CleanCheckout {
 
 impl CleanCheckout {
     pub fn create(git: &Git, sha: &str) -> Result<Self, GitError> {
+        let sha = git.commit(sha)?;
+        let sha = sha.as_str();
         let common = git.common_dir()?;
         let temp = tempfile::Builder::new()
             .prefix("forgexec-clean-")

@@ -84,7 +84,13 @@ pub fn run(options: &RunOptions) -> u8 {
             Ok(checkout) => Some(checkout),
             Err(err) => {
                 eprintln!("forgexec run: {err}");
-                return cancelled_or(&cancel, exit::INFRASTRUCTURE);
+                let code = match err {
+                    git::GitError::NoSuchCommit { .. } | git::GitError::NotARepository { .. } => {
+                        exit::INVALID
+                    }
+                    _ => exit::INFRASTRUCTURE,
+                };
+                return cancelled_or(&cancel, code);
             }
         }
     } else {
