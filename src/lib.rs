@@ -12,6 +12,8 @@
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - [`status`]: commit statuses as a build reports them.
 //! - [`build`]: one CI build end to end, from environment to final status.
+//! - [`local`]: the same build on a developer's machine (`forgexec run`)
+//!   and as a git pre-push hook.
 
 pub mod artifacts;
 pub mod build;
@@ -20,6 +22,7 @@ pub mod context;
 pub mod forge;
 pub mod http;
 pub mod init;
+pub mod local;
 pub mod run;
 pub mod secret;
 pub mod spec;
