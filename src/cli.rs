@@ -36,7 +36,7 @@ enum Command {
     },
     /// Print the JSON Schema of the .forge.yml language (for editors).
     Schema,
-    /// Run the build of a repository here, as CI would (see docs/local.md).
+    /// Run the build of a repository here, as CI would (see README, "Reproduce a CI run").
     Run(RunArgs),
     /// Manage and run the git pre-push hook.
     #[command(subcommand)]
