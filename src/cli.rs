@@ -16,7 +16,11 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "forgexec", version, about = "Runs a .forge.yml build inside any container")]
+#[command(
+    name = "forgexec",
+    version,
+    about = "Runs a .forge.yml build inside any container"
+)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
