@@ -3,11 +3,25 @@
 //! The library holds all logic; the `forgexec` and `forge-launch` binaries
 //! only parse arguments and render errors. Modules by concern:
 //! - [`spec`]: the `.forge.yml` model, its validation and JSON Schema.
+//! - [`context`]: the build's facts from the `FORGE_*` environment.
+//! - [`run`]: the stage runner (processes, output, masking, cancellation).
+//! - [`init`]: PID 1 duties inside the container.
+//! - [`http`]: the shared HTTP client (embedded roots, private CA, retries).
+//! - [`forge`]: commit statuses and source zipballs from the forge.
+//! - [`workspace`]: the source tree a build runs in, unpacked safely.
+//! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - `launch` (feature `launcher`): `forge-launch`, which starts builds in
 //!   Docker Swarm services or local containers.
 
+pub mod artifacts;
 pub mod cli;
+pub mod context;
+pub mod forge;
+pub mod http;
+pub mod init;
 #[cfg(feature = "launcher")]
 pub mod launch;
+pub mod run;
 pub mod secret;
 pub mod spec;
+pub mod workspace;

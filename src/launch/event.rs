@@ -194,13 +194,13 @@ fn check_name(flag: &'static str, name: &str) -> Result<(), LaunchError> {
 }
 
 fn check_sha(sha: &str) -> Result<(), LaunchError> {
-    if (7..=64).contains(&sha.len()) && sha.chars().all(|c| c.is_ascii_hexdigit()) {
+    if matches!(sha.len(), 40 | 64) && sha.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(())
     } else {
         Err(LaunchError::Flag {
             flag: "--sha",
             value: sha.to_string(),
-            reason: "expected a hexadecimal commit id".into(),
+            reason: "expected a full commit id: 40 (SHA-1) or 64 (SHA-256) hex digits".into(),
         })
     }
 }
@@ -252,7 +252,7 @@ mod tests {
         let flags = FactFlags {
             repo: Some("other/thing".into()),
             pr: Some(7),
-            sha: Some("abcdef1".into()),
+            sha: Some("abcdef1234abcdef1234abcdef1234abcdef1234".into()),
             ..FactFlags::default()
         };
         let pr = parse_event("pr.json", PR.as_bytes())
@@ -263,7 +263,7 @@ mod tests {
             (pr.owner.as_str(), pr.repo.as_str(), pr.number),
             ("other", "thing", 7)
         );
-        assert_eq!(pr.sha, "abcdef1");
+        assert_eq!(pr.sha, "abcdef1234abcdef1234abcdef1234abcdef1234");
     }
 
     #[test]
@@ -271,7 +271,7 @@ mod tests {
         let flags = FactFlags {
             repo: Some("o/r".into()),
             pr: Some(1),
-            sha: Some("abcdef1".into()),
+            sha: Some("abcdef1234abcdef1234abcdef1234abcdef1234".into()),
             ..FactFlags::default()
         };
         let pr = PartialFacts::default().resolve(&flags).unwrap();

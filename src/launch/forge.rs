@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::forge::{CommitStatus, StatusState};
+
 use super::LaunchError;
 use crate::secret::Secret;
+
+/// forgexec's default `FORGE_API_URL`.
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
 
 /// The commit status context of an action, as forgexec posts it.
 pub fn status_context(action: &str) -> String {
@@ -91,27 +96,16 @@ impl Forge {
         Ok(SpecFetch::Found(body.to_vec()))
     }
 
-    /// Posts a commit status (`state`: pending, success, failure, error).
+    /// Posts a commit status (the same JSON forgexec posts).
     pub async fn post_status(
         &self,
         status_url: &str,
-        state: &str,
-        context: &str,
-        description: &str,
-        target_url: Option<&str>,
+        status: &CommitStatus,
     ) -> Result<(), LaunchError> {
-        let mut body = serde_json::json!({
-            "state": state,
-            "context": context,
-            "description": truncate(description, 140),
-        });
-        if let Some(target) = target_url {
-            body["target_url"] = Value::String(target.to_string());
-        }
         let resp = self
             .auth(self.http.post(status_url))
             .header("Accept", "application/vnd.github+json")
-            .json(&body)
+            .json(status)
             .send()
             .await
             .map_err(|e| LaunchError::Forge(format!("POST {status_url}: {e}")))?;
@@ -123,16 +117,6 @@ impl Forge {
         }
         Ok(())
     }
-}
-
-/// GitHub's status descriptions are limited to 140 characters.
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }
 
 /// The file content of a contents-API JSON answer.
@@ -203,12 +187,5 @@ mod tests {
         let body = br#"{"type":"file","encoding":"base64","content":"aW1h\nZ2U6IGJ1c3lib3gK\n"}"#;
         assert_eq!(decode_contents_json(body).unwrap(), b"image: busybox\n");
         assert!(decode_contents_json(br#"{"type":"dir"}"#).is_err());
-    }
-
-    #[test]
-    fn truncates_descriptions_to_githubs_limit() {
-        let long = "é".repeat(200);
-        assert_eq!(truncate(&long, 140).chars().count(), 140);
-        assert_eq!(truncate("short", 140), "short");
     }
 }

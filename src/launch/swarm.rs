@@ -12,7 +12,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::event::PullRequest;
-use super::forge::{status_context, Forge, SpecFetch};
+use super::forge::{status_context, CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan::{self, Endpoints};
 use super::service::{self, Limits, ServiceRequest, Wait};
@@ -138,18 +138,13 @@ impl Reporter<'_> {
         let Some(url) = &self.opts.pr.statuses_url else {
             return;
         };
-        let description = format!("forge-launch: {err}");
-        if let Err(post) = self
-            .forge
-            .post_status(
-                url,
-                "error",
-                &status_context(&self.opts.action),
-                &description,
-                self.opts.endpoints.target_url.as_deref(),
-            )
-            .await
-        {
+        let status = CommitStatus::new(
+            StatusState::Error,
+            status_context(&self.opts.action),
+            format!("forge-launch: {err}"),
+            self.opts.endpoints.target_url.clone(),
+        );
+        if let Err(post) = self.forge.post_status(url, &status).await {
             tracing::warn!("could not post the error status: {post}");
         }
     }

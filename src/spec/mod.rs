@@ -1,46 +1,374 @@
-//! The `.forge.yml` model and validation (being written).
+//! The `.forge.yml` language: loading, validation and JSON Schema. A file is
+//! checked for size and UTF-8, mapped by [`source_map`] (positions,
+//! duplicate keys, alias bombs; never expanding aliases), parsed by
+//! serde_yaml into a `Value` with `<<` merges applied, and then walked by
+//! [`validate`] into the typed [`Spec`] while collecting every problem as a
+//! [`Diagnostic`] with line, column and a fix. [`SpecError`] renders them
+//! all as `PATH:LINE:COLUMN: error: ...` plus `  help: ...` lines.
+
+use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 mod model;
+mod shell_words;
+pub mod source_map;
+mod validate;
+
 pub use model::*;
+pub use shell_words::{split as split_shell_words, ShellSyntax};
 
-impl Spec {
-    pub fn summary(&self) -> String {
-        String::new()
-    }
-}
-pub fn load(_path: &Path) -> Result<Spec, String> {
-    Ok(Spec::default())
-}
-pub fn json_schema() -> &'static str {
-    "{}"
+/// Largest `.forge.yml` accepted.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// One problem in a `.forge.yml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// Where in the document, e.g. `actions.lint[2].run`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
 }
 
-/// Placeholder until the `spec` branch lands (launcher branch only):
-/// reads `image` and `environment`.
-#[derive(Debug)]
-pub struct SpecError(pub String);
-impl std::fmt::Display for SpecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Diagnostic {
+    fn render(&self, f: &mut fmt::Formatter<'_>, file: &str) -> fmt::Result {
+        write!(
+            f,
+            "{file}:{}:{}: error: {}",
+            self.line, self.column, self.message
+        )?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
     }
 }
-pub fn parse(label: &str, bytes: &[u8]) -> Result<Spec, SpecError> {
-    let v: serde_yaml::Value =
-        serde_yaml::from_slice(bytes).map_err(|e| SpecError(format!("{label}: {e}")))?;
-    let mut spec = Spec {
-        image: v.get("image").and_then(|i| i.as_str()).map(str::to_string),
-        ..Spec::default()
-    };
-    if v.get("execute").is_none() {
-        return Err(SpecError(format!("{label}: no execute")));
-    }
-    if let Some(env) = v.get("environment").and_then(|e| e.as_mapping()) {
-        for (k, val) in env {
-            if let (Some(k), Some(val)) = (k.as_str(), val.as_str()) {
-                spec.environment.insert(k.into(), val.into());
-            }
+
+/// Why a `.forge.yml` was refused. Display renders every problem, one
+/// `PATH:LINE:COLUMN: error:` line each (plus a `  help:` line).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: error: cannot read the file: {source}\n  help: {}", io_help(.source))]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}:{line}:{column}: error: the file is not UTF-8 text (invalid byte 0x{byte:02x} at byte offset {offset})\n  help: save the file as UTF-8"
+    )]
+    NotUtf8 {
+        path: String,
+        offset: usize,
+        byte: u8,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "{path}: error: the file is empty\n  help: add at least an `execute:` list of commands, e.g. `execute: [\"make test\"]`"
+    )]
+    Empty { path: String },
+    #[error(
+        "{path}: error: the file is too large ({size} bytes; at most {max} bytes are accepted)\n  help: a .forge.yml describes a build; keep data in other files",
+        max = MAX_FILE_BYTES
+    )]
+    TooLarge { path: String, size: u64 },
+    #[error("{}", render_yaml(.path, *.line, *.column, .message, .help.as_deref()))]
+    Yaml {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+        help: Option<String>,
+    },
+    #[error("{}", Rendered(.path, .diagnostics))]
+    Invalid {
+        path: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+impl SpecError {
+    /// Every problem with a position (empty for I/O and similar errors).
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self {
+            SpecError::Invalid { diagnostics, .. } => diagnostics.clone(),
+            SpecError::Yaml {
+                line,
+                column,
+                message,
+                help,
+                ..
+            } => vec![Diagnostic {
+                line: *line,
+                column: *column,
+                path: String::new(),
+                message: message.clone(),
+                help: help.clone(),
+            }],
+            _ => Vec::new(),
         }
     }
-    Ok(spec)
+}
+
+fn io_help(err: &std::io::Error) -> &'static str {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            "create a .forge.yml in the repository root or pass the path to it"
+        }
+        std::io::ErrorKind::PermissionDenied => "make the file readable",
+        _ => "check that the path names a readable file",
+    }
+}
+
+fn render_yaml(
+    path: &str,
+    line: usize,
+    column: usize,
+    message: &str,
+    help: Option<&str>,
+) -> String {
+    let mut out = if line == 0 {
+        format!("{path}: error: {message}")
+    } else {
+        format!("{path}:{line}:{column}: error: {message}")
+    };
+    if let Some(help) = help {
+        out.push_str("\n  help: ");
+        out.push_str(help);
+    }
+    out
+}
+
+struct Rendered<'a>(&'a str, &'a [Diagnostic]);
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, diagnostic) in self.1.iter().enumerate() {
+            if n > 0 {
+                f.write_str("\n")?;
+            }
+            diagnostic.render(f, self.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Read and validate the file at `path` (labelled in messages as given).
+pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    let label = path.display().to_string();
+    let io = |source| SpecError::Io {
+        path: label.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit so a huge file is neither read whole nor
+    // mistaken for one that fits.
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        let size = std::fs::metadata(path)
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        return Err(SpecError::TooLarge { path: label, size });
+    }
+    parse(&label, &bytes)
+}
+
+/// Validate `.forge.yml` content; `label` names it in messages.
+pub fn parse(label: &str, bytes: &[u8]) -> Result<Spec, SpecError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(SpecError::TooLarge {
+            path: label.to_string(),
+            size: bytes.len() as u64,
+        });
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let offset = err.valid_up_to();
+            let before = String::from_utf8_lossy(&bytes[..offset]);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(SpecError::NotUtf8 {
+                path: label.to_string(),
+                offset,
+                byte: bytes[offset],
+                line,
+                column,
+            });
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    validate::validate(label, text)
+}
+
+/// The JSON Schema (draft-07) of the language, for editors.
+pub fn json_schema() -> &'static str {
+    include_str!("schema.json")
+}
+
+impl Spec {
+    /// One line describing the spec, e.g. `image alpine:3, 2 setup, 3
+    /// execute commands, actions: lint, docs; artifacts: 2 globs (always);
+    /// timeout 30m`.
+    pub fn summary(&self) -> String {
+        let mut first = Vec::new();
+        match &self.image {
+            Some(image) => first.push(format!("image {image}")),
+            None => first.push("no image".to_string()),
+        }
+        let mut counts = Vec::new();
+        if !self.setup.is_empty() {
+            counts.push((self.setup.len(), "setup"));
+        }
+        if let Some(execute) = &self.execute {
+            counts.push((execute.len(), "execute"));
+        }
+        if let Some((last, _)) = counts.last() {
+            let plural = if *last == 1 { "command" } else { "commands" };
+            let joined: Vec<String> = counts
+                .iter()
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+            first.push(format!("{} {plural}", joined.join(", ")));
+        }
+        if !self.actions.is_empty() {
+            let names: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+            first.push(format!("actions: {}", names.join(", ")));
+        }
+        let mut parts = vec![first.join(", ")];
+        let mut env = Vec::new();
+        if !self.environment.is_empty() {
+            env.push(count(self.environment.len(), "variable"));
+        }
+        if !self.secrets.is_empty() {
+            env.push(count(self.secrets.len(), "secret"));
+        }
+        if !env.is_empty() {
+            parts.push(format!("environment: {}", env.join(", ")));
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self
+                .ports
+                .iter()
+                .map(|p| format!("{}->{}", p.published, p.target))
+                .collect();
+            parts.push(format!("ports: {}", ports.join(", ")));
+        }
+        if self.artifacts.paths.is_empty() {
+            parts.push("no artifacts".to_string());
+        } else {
+            let mut artifacts = count(self.artifacts.paths.len(), "glob");
+            if !self.artifacts.exclude.is_empty() {
+                artifacts.push_str(&format!(", {} excluded", self.artifacts.exclude.len()));
+            }
+            let when = match self.artifacts.when {
+                When::Always => "always",
+                When::OnSuccess => "on_success",
+                When::OnFailure => "on_failure",
+            };
+            parts.push(format!("artifacts: {artifacts} ({when})"));
+        }
+        if let Some(timeout) = self.timeout {
+            parts.push(format!("timeout {}", humantime::format_duration(timeout)));
+        }
+        parts.join("; ")
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ok(text: &str) -> Spec {
+        match parse("t.yml", text.as_bytes()) {
+            Ok(spec) => spec,
+            Err(err) => panic!("refused:\n{err}"),
+        }
+    }
+
+    #[test]
+    fn typed_model_with_accurate_lines() {
+        let spec = ok("image: alpine:3\n\
+             x-d: &d\n  timeout: 5m\n  env: {A: 1}\n\
+             setup:\n  - echo one\n  - [\"ls\", \"-l\"]\n\
+             execute:\n  - <<: *d\n    run: make\n    allow_failure: true\n\
+             artifacts:\n  paths: [dist]\n  when: on_success\n\
+             timeout: 1h\n");
+        assert_eq!(spec.image.as_deref(), Some("alpine:3"));
+        assert_eq!(spec.setup[0].run, Run::Shell("echo one".into()));
+        assert_eq!(spec.setup[0].line, 6);
+        assert_eq!(spec.setup[1].run, Run::Exec(vec!["ls".into(), "-l".into()]));
+        assert_eq!(spec.setup[1].line, 7);
+        let execute = spec.execute.as_deref().expect("execute");
+        assert_eq!(execute[0].line, 9);
+        assert_eq!(execute[0].timeout, Some(Duration::from_secs(300)));
+        assert_eq!(execute[0].env.get("A").map(String::as_str), Some("1"));
+        assert!(execute[0].allow_failure);
+        assert_eq!(spec.artifacts.when, When::OnSuccess);
+        assert_eq!(spec.timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            spec.summary(),
+            "image alpine:3, 2 setup, 1 execute command; artifacts: 1 glob (on_success); timeout 1h"
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_accepted() {
+        let spec = ok("\u{feff}execute: [make]\n");
+        assert_eq!(spec.action_names(), ["execute"]);
+    }
+
+    #[test]
+    fn every_diagnostic_is_rendered_with_position_and_help() {
+        let err = parse("f.yml", b"execute: []\ntimeout: 0\nimage: [x]\n").expect_err("invalid");
+        let diagnostics = err.diagnostics();
+        assert_eq!(diagnostics.len(), 3);
+        assert_eq!(diagnostics[0].path, "execute");
+        assert_eq!((diagnostics[1].line, diagnostics[1].column), (2, 10));
+        let text = err.to_string();
+        assert!(text.starts_with("f.yml:1:10: error: `execute` has no commands\n  help: "));
+        assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    #[test]
+    fn non_utf8_and_oversized_input_are_refused() {
+        let err = parse("f.yml", b"a: 1\nb: \xff\n").expect_err("not UTF-8");
+        assert!(
+            matches!(
+                err,
+                SpecError::NotUtf8 {
+                    offset: 8,
+                    line: 2,
+                    column: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let big = vec![b'#'; MAX_FILE_BYTES + 1];
+        assert!(matches!(
+            parse("f.yml", &big),
+            Err(SpecError::TooLarge { .. })
+        ));
+        assert!(matches!(parse("f.yml", b""), Err(SpecError::Empty { .. })));
+    }
 }

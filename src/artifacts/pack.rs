@@ -1,0 +1,526 @@
+//! Writing the artifact zip. Files are split, in name order, into chunks of
+//! similar size; worker threads compress chunks into temporary zips beside
+//! the output, which are then merged into the final archive by raw copy (no
+//! recompression), chunk by chunk, so the entry order stays sorted. Files
+//! that are already compressed (by extension, or whose first 64 KiB look
+//! random) are stored; everything else is deflated. Content is streamed,
+//! never held whole in memory.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+
+use super::{ArtifactError, ArtifactFile};
+
+/// Bytes read ahead of compression to judge whether a file is compressible.
+const PROBE_BYTES: usize = 64 * 1024;
+/// Probes shorter than this are not judged by entropy (too few samples).
+const MIN_PROBE_FOR_ENTROPY: usize = 4096;
+/// Shannon entropy (bits per byte) above which content counts as compressed.
+const ENTROPY_STORE_THRESHOLD: f64 = 7.5;
+/// Deflate level: zlib's default, matching Info-ZIP's archive size.
+const DEFLATE_LEVEL: i64 = 6;
+/// Per-file weight added to its size when balancing chunks (open, headers).
+const FILE_OVERHEAD: u64 = 16 * 1024;
+/// Chunks per worker thread, so that uneven chunks still balance.
+const CHUNKS_PER_WORKER: u64 = 4;
+/// Smallest chunk worth a temporary zip of its own.
+const MIN_CHUNK_WEIGHT: u64 = 4 * 1024 * 1024;
+/// Copy buffer for file content.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// Extensions of formats that are compressed already.
+const COMPRESSED_EXTENSIONS: &[&str] = &[
+    "zip", "gz", "tgz", "bz2", "tbz", "tbz2", "xz", "txz", "zst", "zstd", "lz", "lz4", "lzma",
+    "7z", "rar", "jar", "war", "ear", "apk", "aar", "whl", "egg", "nupkg", "crate", "deb", "rpm",
+    "png", "jpg", "jpeg", "gif", "webp", "avif", "heic", "mp3", "mp4", "m4a", "m4v", "mkv", "mov",
+    "webm", "ogg", "opus", "flac", "woff", "woff2", "br", "docx", "xlsx", "pptx", "odt", "ods",
+    "epub", "pdf",
+];
+
+/// What [`pack`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PackSummary {
+    pub files: usize,
+    /// Total size of the packed files.
+    pub input_bytes: u64,
+    /// Size of the archive.
+    pub zip_bytes: u64,
+}
+
+/// Whether a file should be stored rather than deflated: known compressed
+/// extension, or a probe of its start that looks random.
+pub(crate) fn should_store(name: &str, probe: &[u8]) -> bool {
+    if probe.is_empty() {
+        return true;
+    }
+    let extension = name
+        .rsplit('/')
+        .next()
+        .and_then(|base| base.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    if let Some(extension) = extension {
+        if COMPRESSED_EXTENSIONS.contains(&extension.as_str()) {
+            return true;
+        }
+    }
+    probe.len() >= MIN_PROBE_FOR_ENTROPY && entropy(probe) > ENTROPY_STORE_THRESHOLD
+}
+
+/// Shannon entropy of `data` in bits per byte (0 to 8).
+fn entropy(data: &[u8]) -> f64 {
+    let mut counts = [0u64; 256];
+    for byte in data {
+        counts[*byte as usize] += 1;
+    }
+    let len = data.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / len;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// The zip timestamp of a modification time (UTC; 1980 for older or
+/// unknown times, the earliest zip can express).
+fn zip_time(modified: Option<SystemTime>) -> DateTime {
+    let Some(secs) = modified
+        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+    else {
+        return DateTime::default();
+    };
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let (Ok(year), Ok(month), Ok(day)) =
+        (u16::try_from(year), u8::try_from(month), u8::try_from(day))
+    else {
+        return DateTime::default();
+    };
+    DateTime::from_date_and_time(
+        year,
+        month,
+        day,
+        (rem / 3600) as u8,
+        (rem % 3600 / 60) as u8,
+        (rem % 60) as u8,
+    )
+    .unwrap_or_default()
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
+/// algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Split `files` (in order) into contiguous chunks of similar weight.
+fn chunk_ranges(files: &[ArtifactFile], workers: usize) -> Vec<std::ops::Range<usize>> {
+    let weight = |f: &ArtifactFile| f.size + FILE_OVERHEAD;
+    let total: u64 = files.iter().map(weight).sum();
+    let target = (total / (workers as u64 * CHUNKS_PER_WORKER).max(1)).max(MIN_CHUNK_WEIGHT);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut acc = 0u64;
+    for (index, file) in files.iter().enumerate() {
+        acc += weight(file);
+        if acc >= target {
+            ranges.push(start..index + 1);
+            start = index + 1;
+            acc = 0;
+        }
+    }
+    if start < files.len() {
+        ranges.push(start..files.len());
+    }
+    ranges
+}
+
+/// Append one file to `zip`, streaming its content.
+fn add_file<W: Write + Seek>(
+    zip: &mut ZipWriter<W>,
+    file: &ArtifactFile,
+    buf: &mut [u8],
+    out_path: &Path,
+) -> Result<(), ArtifactError> {
+    let read_error = |source| ArtifactError::Read {
+        path: file.source.clone(),
+        source,
+    };
+    let mut input = File::open(&file.source).map_err(read_error)?;
+    // Fill the probe (a short read is not the end of the file).
+    let probe_end = PROBE_BYTES.min(buf.len());
+    let mut probe_len = 0;
+    while probe_len < probe_end {
+        match input.read(&mut buf[probe_len..probe_end]) {
+            Ok(0) => break,
+            Ok(n) => probe_len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e)),
+        }
+    }
+    let method = if should_store(&file.name, &buf[..probe_len]) {
+        CompressionMethod::Stored
+    } else {
+        CompressionMethod::Deflated
+    };
+    let mut options = SimpleFileOptions::default()
+        .compression_method(method)
+        .unix_permissions(file.mode)
+        .last_modified_time(zip_time(file.modified))
+        .large_file(file.size >= u64::from(u32::MAX));
+    if method == CompressionMethod::Deflated {
+        options = options.compression_level(Some(DEFLATE_LEVEL));
+    }
+    let zip_error = |source| ArtifactError::Zip {
+        path: out_path.to_path_buf(),
+        source,
+    };
+    let write_error = |source| ArtifactError::Write {
+        path: out_path.to_path_buf(),
+        source,
+    };
+    zip.start_file(file.name.as_str(), options)
+        .map_err(zip_error)?;
+    zip.write_all(&buf[..probe_len]).map_err(write_error)?;
+    loop {
+        let n = match input.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e)),
+        };
+        zip.write_all(&buf[..n]).map_err(write_error)?;
+    }
+    Ok(())
+}
+
+/// Write `files` into a zip file at `out_path`, returning it finished.
+fn write_zip<W: Write + Seek>(
+    files: &[ArtifactFile],
+    out: W,
+    out_path: &Path,
+) -> Result<W, ArtifactError> {
+    let mut zip = ZipWriter::new(out);
+    let mut buf = vec![0u8; COPY_BUFFER];
+    for file in files {
+        add_file(&mut zip, file, &mut buf, out_path)?;
+    }
+    zip.finish().map_err(|source| ArtifactError::Zip {
+        path: out_path.to_path_buf(),
+        source,
+    })
+}
+
+/// Zip `files` into `out_zip` (replaced if present), in parallel across the
+/// machine's cores, keeping names, order, modes and modification times.
+pub fn pack(files: &[ArtifactFile], out_zip: &Path) -> Result<PackSummary, ArtifactError> {
+    let write_error = |source| ArtifactError::Write {
+        path: out_zip.to_path_buf(),
+        source,
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
+    let ranges = chunk_ranges(files, workers);
+    let out = BufWriter::with_capacity(COPY_BUFFER, File::create(out_zip).map_err(write_error)?);
+
+    let out =
+        if ranges.len() <= 1 {
+            write_zip(files, out, out_zip)?
+        } else {
+            let temp_dir = match out_zip.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let parts = compress_chunks(files, &ranges, workers, &temp_dir)?;
+            let mut zip = ZipWriter::new(out);
+            for part in parts {
+                let archive = ZipArchive::new(BufReader::with_capacity(COPY_BUFFER, part))
+                    .map_err(|source| ArtifactError::Zip {
+                        path: temp_dir.clone(),
+                        source,
+                    })?;
+                zip.merge_archive(archive)
+                    .map_err(|source| ArtifactError::Zip {
+                        path: out_zip.to_path_buf(),
+                        source,
+                    })?;
+            }
+            zip.finish().map_err(|source| ArtifactError::Zip {
+                path: out_zip.to_path_buf(),
+                source,
+            })?
+        };
+    let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
+    file.sync_all().map_err(write_error)?;
+    let zip_bytes = fs::metadata(out_zip).map_err(write_error)?.len();
+    Ok(PackSummary {
+        files: files.len(),
+        input_bytes: files.iter().map(|f| f.size).sum(),
+        zip_bytes,
+    })
+}
+
+/// Compress each chunk into an anonymous temporary zip in `temp_dir`, on
+/// up to `workers` threads; the parts come back in chunk order.
+fn compress_chunks(
+    files: &[ArtifactFile],
+    ranges: &[std::ops::Range<usize>],
+    workers: usize,
+    temp_dir: &Path,
+) -> Result<Vec<File>, ArtifactError> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<File>>> = Mutex::new((0..ranges.len()).map(|_| None).collect());
+    let failure: Mutex<Option<ArtifactError>> = Mutex::new(None);
+    let failed = || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(ranges.len()) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= ranges.len() || failed() {
+                    return;
+                }
+                let result = tempfile::tempfile_in(temp_dir)
+                    .map_err(|source| ArtifactError::Write {
+                        path: temp_dir.to_path_buf(),
+                        source,
+                    })
+                    .and_then(|temp| {
+                        let out = BufWriter::with_capacity(COPY_BUFFER, temp);
+                        write_zip(&files[ranges[index].clone()], out, temp_dir)
+                    })
+                    .and_then(|out| {
+                        let mut temp = out.into_inner().map_err(|e| ArtifactError::Write {
+                            path: temp_dir.to_path_buf(),
+                            source: e.into_error(),
+                        })?;
+                        temp.rewind().map_err(|source| ArtifactError::Write {
+                            path: temp_dir.to_path_buf(),
+                            source,
+                        })?;
+                        Ok(temp)
+                    });
+                match result {
+                    Ok(temp) => {
+                        if let Ok(mut results) = results.lock() {
+                            results[index] = Some(temp);
+                        }
+                    }
+                    Err(error) => {
+                        if let Ok(mut failure) = failure.lock() {
+                            failure.get_or_insert(error);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(error) = failure
+        .into_inner()
+        .map_err(|_| ArtifactError::Worker("a packing thread panicked".into()))?
+    {
+        return Err(error);
+    }
+    let results = results
+        .into_inner()
+        .map_err(|_| ArtifactError::Worker("a packing thread panicked".into()))?;
+    results
+        .into_iter()
+        .map(|part| part.ok_or_else(|| ArtifactError::Worker("a chunk was not compressed".into())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn compressed_extensions_are_stored() {
+        let text = b"hello hello hello hello";
+        for name in [
+            "a/b.zip",
+            "x.tar.gz",
+            "IMG.JPG",
+            "font.woff2",
+            "lib.jar",
+            "v.mp4",
+            "a.zst",
+        ] {
+            assert!(should_store(name, text), "{name}");
+        }
+        for name in [
+            "a/b.txt",
+            "main.rs",
+            "zip",
+            "archive.zip.txt",
+            "dir.gz/file.c",
+        ] {
+            assert!(!should_store(name, text), "{name}");
+        }
+        assert!(should_store("empty.txt", b""), "empty files are stored");
+    }
+
+    #[test]
+    fn random_content_is_stored_and_text_deflated() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let random: Vec<u8> = (0..PROBE_BYTES).map(|_| rng.u8(..)).collect();
+        assert!(entropy(&random) > 7.9);
+        assert!(should_store("data.bin", &random));
+        let text = "the quick brown fox jumps over the lazy dog\n".repeat(2000);
+        assert!(entropy(text.as_bytes()) < 5.0);
+        assert!(!should_store("data.bin", text.as_bytes()));
+        // Small random files are too short to judge: deflated.
+        assert!(!should_store("small.bin", &random[..512]));
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        let t = zip_time(Some(
+            UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200 + 3723),
+        ));
+        assert_eq!(
+            (
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ),
+            (2024, 1, 1, 1, 2, 2)
+        );
+        assert_eq!(zip_time(None), DateTime::default());
+    }
+
+    fn fake(sizes: &[u64]) -> Vec<ArtifactFile> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| ArtifactFile {
+                name: format!("f{i}"),
+                source: PathBuf::from(format!("f{i}")),
+                size: *size,
+                mode: 0o644,
+                modified: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_cover_all_files_in_order() {
+        let files = fake(&[10 << 20, 1, 2, 3 << 20, 50 << 20, 5, 6, 7 << 20, 8, 9]);
+        let ranges = chunk_ranges(&files, 2);
+        assert!(ranges.len() > 1);
+        let mut expected = 0;
+        for range in &ranges {
+            assert_eq!(range.start, expected);
+            assert!(range.end > range.start);
+            expected = range.end;
+        }
+        assert_eq!(expected, files.len());
+        // Small inputs stay in one chunk (no merge overhead).
+        assert_eq!(chunk_ranges(&fake(&[100, 200, 300]), 8), vec![0..3]);
+        assert!(chunk_ranges(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn packs_and_reads_back_with_methods_and_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = Vec::new();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for i in 0..40 {
+            let name = format!(
+                "d{}/file{i:02}.{}",
+                i % 3,
+                if i % 4 == 0 { "png" } else { "txt" }
+            );
+            let path = dir.path().join(format!("src{i}"));
+            // Big enough to make several chunks.
+            let content: Vec<u8> = if i % 5 == 0 {
+                (0..300_000).map(|_| rng.u8(..)).collect()
+            } else {
+                format!("line {i}\n").repeat(40_000).into_bytes()
+            };
+            fs::write(&path, &content).expect("write");
+            let mode = if i % 2 == 0 { 0o755 } else { 0o644 };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+            files.push(ArtifactFile {
+                name,
+                source: path,
+                size: content.len() as u64,
+                mode,
+                modified: Some(SystemTime::now()),
+            });
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        let out = dir.path().join("out.zip");
+        assert!(
+            chunk_ranges(&files, 2).len() > 1,
+            "the test must exercise merging"
+        );
+        let summary = pack(&files, &out).expect("pack");
+        assert_eq!(summary.files, 40);
+        assert_eq!(
+            summary.input_bytes,
+            files.iter().map(|f| f.size).sum::<u64>()
+        );
+        assert!(summary.zip_bytes < summary.input_bytes / 2);
+        let mut archive = ZipArchive::new(File::open(&out).expect("open")).expect("zip");
+        assert_eq!(archive.len(), 40);
+        for (index, file) in files.iter().enumerate() {
+            let mut entry = archive.by_index(index).expect("entry");
+            assert_eq!(entry.name().expect("name"), file.name, "order kept");
+            assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(file.mode));
+            let expected_method = if file.name.ends_with(".png") || file.size == 300_000 {
+                CompressionMethod::Stored
+            } else {
+                CompressionMethod::Deflated
+            };
+            assert_eq!(entry.compression(), expected_method, "{}", file.name);
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).expect("read");
+            assert_eq!(
+                content,
+                fs::read(&file.source).expect("source"),
+                "{}",
+                file.name
+            );
+        }
+    }
+
+    #[test]
+    fn missing_source_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = fake(&[1]);
+        let error = pack(&files, &dir.path().join("o.zip")).expect_err("missing");
+        assert!(
+            matches!(&error, ArtifactError::Read { path, .. } if path == Path::new("f0")),
+            "{error}"
+        );
+    }
+}

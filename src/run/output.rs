@@ -1,0 +1,315 @@
+//! Build output: every line a command prints is masked for secrets, then
+//! written to the console (forgexec's stdout, which `docker logs` keeps) and
+//! to the build log that is uploaded at the end. Lines are processed in a
+//! fixed-size buffer, so memory stays constant whatever the volume; an
+//! over-long line is cut into chunks without ever splitting a secret.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// What replaces a secret in output.
+pub const MASK: &str = "***";
+/// Secrets shorter than this are not masked: they would blank out ordinary
+/// text (a secret `1` would mask every digit).
+pub const MIN_SECRET_LEN: usize = 4;
+/// Longest line emitted in one piece; longer lines are cut.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Replaces known secret values with [`MASK`].
+#[derive(Clone, Default)]
+pub struct Masker {
+    matcher: Option<Arc<AhoCorasick>>,
+    longest: usize,
+}
+
+impl Masker {
+    /// Builds a masker for these values. Multi-line values (keys, PEM) are
+    /// masked line by line, because output is processed by line.
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut patterns: Vec<&str> = secrets
+            .into_iter()
+            .flat_map(|s| s.lines())
+            .map(str::trim)
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Masker::default();
+        }
+        let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .ok();
+        Masker {
+            matcher: matcher.map(Arc::new),
+            longest,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// Writes `text` to `out` with every secret replaced.
+    pub fn write_masked(&self, text: &[u8], out: &mut impl Write) -> io::Result<()> {
+        let Some(matcher) = &self.matcher else {
+            return out.write_all(text);
+        };
+        let mut last = 0;
+        for m in matcher.find_iter(text) {
+            out.write_all(&text[last..m.start()])?;
+            out.write_all(MASK.as_bytes())?;
+            last = m.end();
+        }
+        out.write_all(&text[last..])
+    }
+
+    /// Masks a string (for messages and statuses).
+    pub fn mask_str(&self, text: &str) -> String {
+        let mut out = Vec::with_capacity(text.len());
+        // Writing to a Vec cannot fail.
+        let _ = self.write_masked(text.as_bytes(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Where an over-long chunk of `pending` can be cut: at `wanted` unless a
+    /// secret overlaps it, then before that secret, so no secret is split.
+    fn safe_cut(&self, pending: &[u8], wanted: usize) -> usize {
+        let Some(matcher) = &self.matcher else {
+            return wanted;
+        };
+        // A secret may also start within the last `longest - 1` bytes and be
+        // completed by data not read yet: keep that tail back.
+        let mut cut = wanted.min(pending.len().saturating_sub(self.longest.saturating_sub(1)));
+        for m in matcher.find_iter(pending) {
+            if m.start() < cut && m.end() > cut {
+                cut = m.start();
+            }
+        }
+        cut
+    }
+}
+
+/// Where output goes: the console and the build log, both masked.
+pub struct OutputSink {
+    inner: Mutex<SinkInner>,
+    masker: Masker,
+}
+
+struct SinkInner {
+    console: Box<dyn Write + Send>,
+    log: Option<BufWriter<File>>,
+    log_error: Option<io::Error>,
+}
+
+impl OutputSink {
+    /// `console` is usually stdout; `log` the build log file, if any.
+    pub fn new(console: Box<dyn Write + Send>, log: Option<File>, masker: Masker) -> Arc<Self> {
+        Arc::new(OutputSink {
+            inner: Mutex::new(SinkInner {
+                console,
+                log: log.map(|f| BufWriter::with_capacity(256 * 1024, f)),
+                log_error: None,
+            }),
+            masker,
+        })
+    }
+
+    /// Creates the build log file at `path` and a sink writing to stdout and it.
+    pub fn stdout_and_log(path: &Path, masker: Masker) -> io::Result<Arc<Self>> {
+        let file = File::create(path)?;
+        let console = BufWriter::with_capacity(64 * 1024, io::stdout());
+        Ok(Self::new(Box::new(console), Some(file), masker))
+    }
+
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
+    /// Writes one complete line of forgexec's own (a header, a result).
+    pub fn line(&self, text: &str) {
+        let mut chunk = Vec::with_capacity(text.len() + 1);
+        let _ = self.masker.write_masked(text.as_bytes(), &mut chunk);
+        chunk.push(b'\n');
+        self.write_raw(&chunk, true);
+    }
+
+    /// Writes already-masked bytes to both outputs.
+    fn write_raw(&self, bytes: &[u8], flush: bool) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // The console may be gone (closed stdout); the log still matters.
+        let _ = inner.console.write_all(bytes);
+        if flush {
+            let _ = inner.console.flush();
+        }
+        if let Some(log) = inner.log.as_mut() {
+            if let Err(err) = log.write_all(bytes) {
+                inner.log = None;
+                inner.log_error = Some(err);
+            }
+        }
+    }
+
+    /// Flushes both outputs; reports a failed build log write.
+    pub fn finish(&self) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = inner.console.flush();
+        if let Some(err) = inner.log_error.take() {
+            return Err(err);
+        }
+        if let Some(log) = inner.log.as_mut() {
+            log.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Copies a command's output stream into the sink until EOF: masks each
+    /// line, flushes the console whenever no more input is waiting, so
+    /// output appears as it comes while large volumes are batched.
+    pub fn pump(&self, mut source: impl Read) -> io::Result<u64> {
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut filled = 0usize; // bytes in buf[..filled] not yet emitted
+        let mut out = Vec::with_capacity(buf.len() + 1024);
+        let mut total = 0u64;
+        loop {
+            if filled == buf.len() {
+                // No newline in a full buffer: emit a chunk of the long line.
+                let cut = self
+                    .masker
+                    .safe_cut(&buf[..filled], MAX_LINE.min(filled))
+                    .max(1);
+                self.masker.write_masked(&buf[..cut], &mut out)?;
+                out.push(b'\n');
+                self.write_raw(&out, false);
+                out.clear();
+                buf.copy_within(cut..filled, 0);
+                filled -= cut;
+            }
+            let n = match source.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            total += n as u64;
+            let scan_from = filled;
+            filled += n;
+            // Emit every complete line; keep the partial last line.
+            if let Some(last_nl) = buf[scan_from..filled].iter().rposition(|&b| b == b'\n') {
+                let end = scan_from + last_nl + 1;
+                if self.masker.is_empty() {
+                    self.write_raw(&buf[..end], true);
+                } else {
+                    for line in buf[..end].split_inclusive(|&b| b == b'\n') {
+                        self.masker.write_masked(line, &mut out)?;
+                    }
+                    self.write_raw(&out, true);
+                    out.clear();
+                }
+                buf.copy_within(end..filled, 0);
+                filled -= end;
+            }
+        }
+        if filled > 0 {
+            self.masker.write_masked(&buf[..filled], &mut out)?;
+            out.push(b'\n');
+            self.write_raw(&out, true);
+        }
+        Ok(total)
+    }
+}
+
+/// A `Write` that appends into a shared buffer (tests and captured consoles).
+#[derive(Clone, Default)]
+pub struct SharedBuffer(pub Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pumped(masker: Masker, input: &[u8]) -> String {
+        let console = SharedBuffer::default();
+        let sink = OutputSink::new(Box::new(console.clone()), None, masker);
+        sink.pump(input).unwrap();
+        console.contents()
+    }
+
+    #[test]
+    fn masks_every_occurrence_and_each_line_of_multiline_secrets() {
+        let masker = Masker::new(["hunter22", "line-one\nline-two", "ab"]);
+        let out = pumped(
+            masker,
+            b"pw=hunter22 again hunter22\nline-one\nx line-two y\nab stays\n",
+        );
+        assert_eq!(out, "pw=*** again ***\n***\nx *** y\nab stays\n");
+    }
+
+    #[test]
+    fn a_final_line_without_newline_is_kept() {
+        assert_eq!(pumped(Masker::default(), b"a\nb"), "a\nb\n");
+    }
+
+    #[test]
+    fn long_lines_are_cut_without_splitting_a_secret() {
+        let secret = "S3CRET-VALUE-0123456789";
+        let masker = Masker::new([secret]);
+        // Place secrets across every plausible cut point of a 1 MiB line.
+        let mut line = Vec::new();
+        while line.len() < 1024 * 1024 {
+            line.extend_from_slice(b"xxxxxxxxxxxxx");
+            line.extend_from_slice(secret.as_bytes());
+        }
+        line.push(b'\n');
+        let out = pumped(masker, &line);
+        assert!(!out.contains(secret), "a secret leaked through a cut");
+        assert!(
+            !out.contains("S3CRET"),
+            "part of a secret leaked through a cut"
+        );
+        assert!(out.lines().count() > 1, "the long line was cut");
+        assert!(out.lines().all(|l| l.len() <= MAX_LINE + 3 * secret.len()));
+    }
+
+    #[test]
+    fn build_log_gets_the_same_masked_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("build.log");
+        let console = SharedBuffer::default();
+        let sink = OutputSink::new(
+            Box::new(console.clone()),
+            Some(File::create(&path).unwrap()),
+            Masker::new(["tok3n-value"]),
+        );
+        sink.line("==> test: echo tok3n-value");
+        sink.pump(&b"tok3n-value\n"[..]).unwrap();
+        sink.finish().unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(log, "==> test: echo ***\n***\n");
+        assert_eq!(console.contents(), log);
+    }
+}

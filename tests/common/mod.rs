@@ -1,0 +1,105 @@
+//! Shared support for the integration tests (`mod common;` in each
+//! `tests/*.rs`). Everything here uses REAL parts: the static musl build of
+//! forgexec, a GitHub-API-speaking HTTP server on 127.0.0.1, Debian's nginx
+//! as a WebDAV artifact store, the Docker CLI against the local daemon and the
+//! git CLI. When a real part is missing, the helper panics with a message that
+//! says what is missing and how to install it: a test never silently skips.
+#![allow(dead_code, unused_imports)]
+
+pub mod docker;
+pub mod forge_server;
+pub mod git;
+pub mod nginx;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub use docker::{
+    busybox_rootfs, docker, docker_ready, empty_rootfs_with, import_image, unique_name, Container,
+    Image, Service,
+};
+pub use forge_server::{Fault, ForgeServer, RecordedRequest, Route};
+pub use git::GitRepo;
+pub use nginx::Nginx;
+
+/// The crate's root folder (where Cargo.toml and ./musl-build live).
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of the static (x86_64 musl) forgexec binary.
+///
+/// Uses `FORGEXEC_STATIC_BIN` when set (it must name an existing file);
+/// otherwise runs `./musl-build` once per test process and takes the path it
+/// prints on its last line of stdout. Panics with the build's output when the
+/// build fails.
+pub fn static_forgexec() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("FORGEXEC_STATIC_BIN") {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "FORGEXEC_STATIC_BIN={} does not name a file: unset it or run ./musl-build",
+                path.display()
+            );
+            return path;
+        }
+        let script = manifest_dir().join("musl-build");
+        assert!(
+            script.is_file(),
+            "{} is missing: the static build script is part of the repository",
+            script.display()
+        );
+        let out = Command::new("bash")
+            .arg(&script)
+            .current_dir(manifest_dir())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "./musl-build failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        );
+        let path = stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| PathBuf::from(l.trim()))
+            .unwrap_or_else(|| panic!("./musl-build printed no path:\n{stderr}"));
+        assert!(
+            path.is_file(),
+            "./musl-build printed {} but there is no such file",
+            path.display()
+        );
+        path
+    })
+    .clone()
+}
+
+/// Runs a command to completion and returns its stdout; panics with the
+/// command line, exit status and both outputs when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Panics with an install hint when `program` is not on PATH.
+pub fn require_program(program: &str, hint: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{program} not installed: {hint}");
+}
