@@ -265,12 +265,22 @@ pub async fn wait_for_container(
     let mut last = String::from("no task yet");
     let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
     loop {
-        let tasks = docker
+        let tasks = match docker
             .list_tasks(Some(ListTasksOptions {
                 filters: Some(filters.clone()),
             }))
             .await
-            .map_err(|e| LaunchError::docker(format!("listing tasks of {service_name}"), e))?;
+        {
+            Ok(tasks) => tasks,
+            // the filter names a service that no longer exists
+            Err(e) if is_not_found(&e) => return Ok(Wait::Gone),
+            Err(e) => {
+                return Err(LaunchError::docker(
+                    format!("listing tasks of {service_name}"),
+                    e,
+                ))
+            }
+        };
         if tasks.is_empty() {
             match docker.inspect_service(service_id, None).await {
                 Err(e) if is_not_found(&e) => return Ok(Wait::Gone),

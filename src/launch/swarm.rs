@@ -205,6 +205,12 @@ async fn launch_with_spec(
     tracing::info!("created service {name} ({id})");
     match run_service(opts, &docker, &local_node, &id, &name, forgexec).await {
         Ok(outcome) => Ok(outcome),
+        // A racing or newer launch removed our service midway: its objects
+        // vanish under us (404s), which is not a failure of this build.
+        Err(err) if !service::exists(&docker, &id).await.unwrap_or(true) => {
+            tracing::info!("{name} was removed while launching ({err})");
+            Ok(Outcome::Superseded { service: name })
+        }
         Err(err) => {
             if let Err(cleanup) = service::remove(&docker, &id).await {
                 tracing::warn!("could not remove service {name}: {cleanup}");
