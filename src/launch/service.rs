@@ -183,8 +183,8 @@ pub struct Placed {
 pub enum TaskProgress {
     /// Still being scheduled, pulled or prepared; the text says where.
     Waiting(String),
-    /// The container exists and its start failed for lack of `/forgexec`:
-    /// ready for the archive.
+    /// The container exists (the task is starting, or its start failed for
+    /// lack of `/forgexec`): ready for the archive.
     Ready(Placed),
     /// The task failed for another reason (Docker's error).
     Failed(String),
@@ -227,6 +227,24 @@ pub fn classify(task: &Task) -> TaskProgress {
                     TaskProgress::Failed(status.message.unwrap_or_else(|| state.to_string()))
                 }
                 _ => TaskProgress::Failed(err),
+            }
+        }
+        // The container exists once the task is starting: copying forgexec
+        // in now (before or after the swarm's own start attempt fails)
+        // saves the agent's report of the failure. Either start wins; the
+        // other is a no-op.
+        TaskState::READY | TaskState::STARTING => {
+            match (
+                status.container_status.and_then(|c| c.container_id),
+                task.node_id.clone(),
+                task.id.clone(),
+            ) {
+                (Some(container_id), Some(node_id), Some(task_id)) => TaskProgress::Ready(Placed {
+                    task_id,
+                    node_id,
+                    container_id,
+                }),
+                _ => TaskProgress::Waiting(state.to_string()),
             }
         }
         TaskState::RUNNING | TaskState::COMPLETE => TaskProgress::RanItself(state.to_string()),
@@ -313,7 +331,12 @@ pub async fn wait_for_container(
                         state,
                     })
                 }
-                TaskProgress::Waiting(text) => last = text,
+                TaskProgress::Waiting(text) => {
+                    if text != last {
+                        tracing::debug!("{service_name}: task {text}");
+                    }
+                    last = text;
+                }
             }
         }
         if Instant::now() >= deadline {
@@ -403,6 +426,10 @@ mod tests {
         );
         let t = task(TaskState::RUNNING, None, Some("c1"));
         assert_eq!(classify(&t), TaskProgress::RanItself("running".into()));
+        let t = task(TaskState::STARTING, None, Some("c2"));
+        assert!(matches!(classify(&t), TaskProgress::Ready(p) if p.container_id == "c2"));
+        let t = task(TaskState::STARTING, None, None);
+        assert_eq!(classify(&t), TaskProgress::Waiting("starting".into()));
         let mut t = task(TaskState::PREPARING, None, None);
         t.desired_state = Some(TaskState::SHUTDOWN);
         assert_eq!(classify(&t), TaskProgress::Gone);
