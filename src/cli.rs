@@ -7,13 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes shared by every subcommand (documented in README).
-pub mod exit {
-    pub const PASSED: u8 = 0;
-    pub const FAILED: u8 = 1;
-    pub const INVALID: u8 = 2;
-    pub const INFRASTRUCTURE: u8 = 3;
-}
+pub use crate::build::exit;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,8 +45,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit::PASSED)
         }
         None => {
-            eprintln!("forgexec: building is not implemented yet");
-            ExitCode::from(exit::INFRASTRUCTURE)
+            // The token will live in this process's memory: keep same-user
+            // build commands out of /proc/<pid>/mem and /proc/<pid>/environ.
+            if let Err(err) = crate::init::make_non_dumpable() {
+                eprintln!("forgexec: cannot mark the process non-dumpable: {err}");
+                return ExitCode::from(exit::INFRASTRUCTURE);
+            }
+            // Before any thread exists: as PID 1, split off the init.
+            if let Err(err) = crate::init::split_if_pid1() {
+                eprintln!("forgexec: cannot start the PID 1 supervisor: {err}");
+                return ExitCode::from(exit::INFRASTRUCTURE);
+            }
+            let _ = crate::init::make_non_dumpable();
+            ExitCode::from(crate::build::run_from_env())
         }
     }
 }

@@ -466,6 +466,10 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         }
     }
     let text = String::from_utf8_lossy(body);
+    // An HTML error page: its title says it all (`409 Conflict`).
+    if let Some(title) = html_title(&text) {
+        return Some(title);
+    }
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.is_empty() {
         return None;
@@ -475,6 +479,27 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         snippet.push('…');
     }
     Some(snippet)
+}
+
+/// The text of an HTML page's `<title>`, whitespace-normalized, when
+/// non-empty. The status code at its start (`409 Conflict`) is dropped, as
+/// the error shows the code already.
+fn html_title(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title = text
+        .get(start..end)?
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let title = match title.split_once(' ') {
+        Some((code, rest)) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) => {
+            rest.to_string()
+        }
+        _ => title,
+    };
+    (!title.is_empty()).then_some(title)
 }
 
 /// One item of GitHub's `errors` list: its `message`, else `field code`.
@@ -615,6 +640,15 @@ mod tests {
         assert_eq!(
             error_message(b"<html>\n  <body>bad gateway</body>\n</html>").as_deref(),
             Some("<html> <body>bad gateway</body> </html>")
+        );
+        assert_eq!(
+            error_message(b"<html><head><title>409 Conflict</title></head><body>x</body></html>")
+                .as_deref(),
+            Some("Conflict")
+        );
+        assert_eq!(
+            error_message(b"<HTML><TITLE>\n Service down \n</TITLE></HTML>").as_deref(),
+            Some("Service down")
         );
         assert_eq!(error_message(b"  \n"), None);
         let long = "x".repeat(500);

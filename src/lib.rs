@@ -10,10 +10,13 @@
 //! - [`forge`]: commit statuses and source zipballs from the forge.
 //! - [`workspace`]: the source tree a build runs in, unpacked safely.
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
+//! - [`status`]: commit statuses as a build reports them.
+//! - [`build`]: one CI build end to end, from environment to final status.
 //! - `launch` (feature `launcher`): `forge-launch`, which starts builds in
 //!   Docker Swarm services or local containers.
 
 pub mod artifacts;
+pub mod build;
 pub mod cli;
 pub mod context;
 pub mod forge;
@@ -24,4 +27,5 @@ pub mod launch;
 pub mod run;
 pub mod secret;
 pub mod spec;
+pub mod status;
 pub mod workspace;

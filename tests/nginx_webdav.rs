@@ -66,7 +66,7 @@ fn put_creates_file_with_parents_and_get_returns_it() {
     assert_eq!(code, 204);
     assert!(!on_disk.exists());
     assert!(nginx
-        .access_log()
+        .wait_for_access_log("PUT /builds/acme/widget/42/artifacts.zip", 1)
         .contains("PUT /builds/acme/widget/42/artifacts.zip"));
 }
 

@@ -65,6 +65,7 @@ struct Walk {
     paths: GlobSet,
     exclude: GlobSet,
     files: Vec<ArtifactFile>,
+    refused: Vec<ArtifactError>,
 }
 
 impl Walk {
@@ -140,7 +141,7 @@ impl Walk {
         };
         if !real.starts_with(&self.root) {
             if included {
-                return Err(ArtifactError::SymlinkEscape {
+                self.refused.push(ArtifactError::SymlinkEscape {
                     link: rel.to_string(),
                     target: real,
                 });
@@ -191,9 +192,9 @@ impl Walk {
 /// the file they point to); a selected symlink leading outside the
 /// workspace is an error naming it, and dangling ones are skipped with a
 /// warning.
-pub fn collect(workspace: &Path, spec: &Artifacts) -> Result<Vec<ArtifactFile>, ArtifactError> {
+fn collect_inner(workspace: &Path, spec: &Artifacts) -> Result<Collection, ArtifactError> {
     if spec.paths.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Collection::default());
     }
     let root = fs::canonicalize(workspace).map_err(|source| ArtifactError::Read {
         path: workspace.to_path_buf(),
@@ -204,12 +205,40 @@ pub fn collect(workspace: &Path, spec: &Artifacts) -> Result<Vec<ArtifactFile>, 
         exclude: glob_set(&spec.exclude)?,
         root: root.clone(),
         files: Vec::new(),
+        refused: Vec::new(),
     };
     walk.walk(&root, "", &mut vec![root.clone()])?;
-    let mut files = walk.files;
+    let mut files = std::mem::take(&mut walk.files);
     files.sort_by(|a, b| a.name.cmp(&b.name));
     files.dedup_by(|a, b| a.name == b.name);
-    Ok(files)
+    Ok(Collection {
+        files,
+        refused: walk.refused,
+    })
+}
+
+/// What [`collect_all`] found: the files to pack, and the selected entries
+/// it refused (symlinks leading outside the workspace), which a build
+/// reports while still packing the rest.
+#[derive(Debug, Default)]
+pub struct Collection {
+    pub files: Vec<ArtifactFile>,
+    pub refused: Vec<ArtifactError>,
+}
+
+/// Like [`collect`], but an escaping symlink is reported in
+/// [`Collection::refused`] instead of failing the whole collection.
+pub fn collect_all(workspace: &Path, spec: &Artifacts) -> Result<Collection, ArtifactError> {
+    collect_inner(workspace, spec)
+}
+
+/// The files `spec` selects; any refused entry is an error.
+pub fn collect(workspace: &Path, spec: &Artifacts) -> Result<Vec<ArtifactFile>, ArtifactError> {
+    let collection = collect_inner(workspace, spec)?;
+    match collection.refused.into_iter().next() {
+        Some(refused) => Err(refused),
+        None => Ok(collection.files),
+    }
 }
 
 #[cfg(test)]

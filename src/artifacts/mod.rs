@@ -13,7 +13,7 @@ mod store;
 use std::io;
 use std::path::PathBuf;
 
-pub use collect::{collect, ArtifactFile};
+pub use collect::{collect, collect_all, ArtifactFile, Collection};
 pub use pack::{pack, PackSummary};
 pub use store::{object_prefix, ArtifactStore};
 

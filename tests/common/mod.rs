@@ -96,10 +96,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Panics with an install hint when `program` is not on PATH.
-pub fn require_program(program: &str, hint: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(found, "{program} not installed: {hint}");
+/// The full path of `program` on PATH; panics with the install hint when
+/// it is not there.
+pub fn require_program(program: &str, hint: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} not installed: {hint}"))
 }

@@ -165,6 +165,20 @@ impl Nginx {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until `needle` occurs at least `count` times in the
+    /// access log and returns the log: nginx writes a request's line after it
+    /// has sent the response, so a client can be ahead of the log.
+    pub fn wait_for_access_log(&self, needle: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.access_log();
+            if log.matches(needle).count() >= count || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
