@@ -81,7 +81,8 @@ impl Fixture {
     /// Serves `spec` and the repository's HEAD as the zipball.
     fn publish(&self, spec: &str) {
         self.forge.set_file(".forge.yml", spec.as_bytes().to_vec());
-        let prefix = format!("--prefix={OWNER}-{}-{}/", self.repo, &self.sha[..7]);
+        let head = self.git.head();
+        let prefix = format!("--prefix={OWNER}-{}-{}/", self.repo, &head[..7]);
         let zip = Command::new("git")
             .args(["archive", "--format=zip", &prefix, "HEAD"])
             .current_dir(self.git.dir())
@@ -92,20 +93,37 @@ impl Fixture {
     }
 
     fn status_url(&self) -> String {
+        self.status_url_at(&self.sha)
+    }
+
+    fn status_url_at(&self, sha: &str) -> String {
         format!(
-            "{}/repos/{OWNER}/{}/statuses/{}",
+            "{}/repos/{OWNER}/{}/statuses/{sha}",
             self.forge.url(),
-            self.repo,
-            self.sha
+            self.repo
         )
+    }
+
+    /// Commits a new .forge.yml (a new push) and serves it; returns the sha.
+    fn push(&self, body: &str) -> String {
+        let spec = format!("image: {}\n{body}", self.image.tag());
+        self.git.write(".forge.yml", &spec);
+        let sha = self.git.commit("new push");
+        self.publish(&spec);
+        sha
     }
 
     /// `forge-launch swarm` for pull request `pr` with the standard flags.
     fn swarm(&self, pr: u64, extra: &[&str]) -> Command {
+        self.swarm_at(&self.sha, pr, extra)
+    }
+
+    /// The same for another head commit.
+    fn swarm_at(&self, sha: &str, pr: u64, extra: &[&str]) -> Command {
         let mut cmd = Command::new(launcher());
         let repo = format!("{OWNER}/{}", self.repo);
         cmd.args(["swarm", "--repo", &repo, "--pr", &pr.to_string()])
-            .args(["--sha", &self.sha, "--status-url", &self.status_url()])
+            .args(["--sha", sha, "--status-url", &self.status_url_at(sha)])
             .args(["--api-url", &self.forge.url()])
             .arg("--token-file")
             .arg(&self.token_file)
@@ -115,6 +133,23 @@ impl Fixture {
             .args(extra)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// Waits until the build posted a status other than `pending`.
+    fn final_statuses(&self, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.forge.statuses(&self.sha);
+            if statuses.iter().any(|s| s["state"] != "pending") {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no final status within {timeout:?}: {:?}",
+                states(&statuses)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn services(&self, pr: u64) -> Vec<String> {
@@ -293,7 +328,7 @@ fn without_wait_the_service_name_is_printed_and_the_token_is_not_in_the_spec() {
     );
 
     // The build got the token (the server only accepts statuses carrying it)...
-    let statuses = fx.forge.wait_for_statuses(2, Duration::from_secs(60));
+    let statuses = fx.final_statuses(Duration::from_secs(60));
     assert_eq!(
         states(&statuses).last().map(String::as_str),
         Some("forge/execute:success")
@@ -397,8 +432,8 @@ fn a_new_launch_replaces_the_running_build_of_the_same_pull_request() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    fx.publish(&format!("image: {}\n{PASSING}", fx.image.tag()));
-    let second = run(&mut fx.swarm(12, &["--wait"]));
+    let new_sha = fx.push(PASSING);
+    let second = run(&mut fx.swarm_at(&new_sha, 12, &["--wait"]));
     let _second_guard = guard_all(&fx.services(12));
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     let gone = Command::new("docker")
@@ -409,14 +444,31 @@ fn a_new_launch_replaces_the_running_build_of_the_same_pull_request() {
         !gone.status.success(),
         "the stale build {first_name} was removed"
     );
-    let containers = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={first_name}"),
-    ]);
-    assert!(containers.is_empty(), "its container is gone too");
+    // The swarm stops and removes its container shortly after.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let containers = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={first_name}"),
+        ]);
+        if containers.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale build's container {containers} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(fx.services(12).is_empty());
+    let seen = states(&fx.forge.statuses(&new_sha));
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("forge/execute:success"),
+        "{seen:?}"
+    );
 }
 
 #[test]
