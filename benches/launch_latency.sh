@@ -62,7 +62,7 @@ sha=0123456789abcdef0123456789abcdef01234567
 uptime_now() { cut -d' ' -f1 /proc/uptime; }
 # milliseconds between two uptime readings
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d\n", (b - a) * 1000 }'; }
-first_command_uptime() { grep -o 'UPTIME=[0-9.]*' | head -n 1 | cut -d= -f2; }
+first_command_uptime() { grep -o 'UPTIME=[0-9][0-9.]*' | head -n 1 | cut -d= -f2; }
 
 run_forge_launch() {
     local start out t
@@ -83,9 +83,10 @@ run_by_hand() {
         --env FORGE_OWNER=bench --env FORGE_REPO=latency --env FORGE_SHA=$sha \
         --env FORGE_ACTION=execute --env FORGE_BUILD_ID="hand-$1" \
         "$tag" /forgexec 2>/dev/null)
-    # poll (as a person's script would) until the task's container exists
+    # poll the task (as the seed does, but every 50 ms) until it names its container
     while [[ -z $c ]]; do
-        c=$(docker ps -aq --filter "label=com.docker.swarm.service.id=$id")
+        c=$(docker service ps --no-trunc -q "$id" 2>/dev/null | head -n 1 \
+            | xargs -r docker inspect --format '{{if .Status.ContainerStatus}}{{.Status.ContainerStatus.ContainerID}}{{end}}' 2>/dev/null || true)
         [[ -n $c ]] || sleep 0.05
     done
     docker cp "$FORGEXEC_STATIC_BIN" "$c:/forgexec"
