@@ -653,3 +653,48 @@ fn local_mode_copies_the_working_tree_or_a_clean_head() {
         "statuses are printed, not posted"
     );
 }
+
+#[test]
+fn gc_removes_finished_builds_and_keeps_running_ones() {
+    let fx = Fixture::new(PASSING);
+    let finished = run(&mut fx.swarm(30, &[]));
+    assert_eq!(finished.status.code(), Some(0), "{}", text(&finished));
+    let finished_name = String::from_utf8_lossy(&finished.stdout).trim().to_string();
+    let _g1 = Service::guard(finished_name.clone());
+    fx.final_statuses(Duration::from_secs(60));
+
+    let sleeping_sha = fx.push("execute:\n  - sleep 120\n");
+    let running = run(&mut fx.swarm_at(&sleeping_sha, 31, &[]));
+    assert_eq!(running.status.code(), Some(0), "{}", text(&running));
+    let running_name = String::from_utf8_lossy(&running.stdout).trim().to_string();
+    let _g2 = Service::guard(running_name.clone());
+    // wait until the finished build's container has exited
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={finished_name}"),
+        ]);
+        if up.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the passing build never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let gc = run(Command::new(launcher()).args(["gc", "--older-than", "0s", "--repo", &repo]));
+    assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
+    let removed = String::from_utf8_lossy(&gc.stdout);
+    assert!(removed.lines().any(|l| l == finished_name), "{}", text(&gc));
+    assert!(!removed.lines().any(|l| l == running_name), "{}", text(&gc));
+    assert!(fx.services(30).is_empty());
+    assert_eq!(fx.services(31), [running_name]);
+
+    // the age threshold protects young services
+    let gc = run(Command::new(launcher()).args(["gc", "--older-than", "1h", "--repo", &repo]));
+    assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
+    assert_eq!(fx.services(31).len(), 1);
+}

@@ -182,6 +182,9 @@ struct GcArgs {
     /// Only services created longer ago than this are considered.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     older_than: Duration,
+    /// Only this repository's builds (OWNER/NAME).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -299,7 +302,11 @@ async fn run_local(args: LocalArgs) -> Result<u8, LaunchError> {
 }
 
 async fn run_gc(args: GcArgs) -> Result<u8, LaunchError> {
-    for name in swarm::gc(args.older_than, &node_access(&args.tls)).await? {
+    let repo = match &args.repo {
+        Some(full) => Some(super::event::split_repo(full)?),
+        None => None,
+    };
+    for name in swarm::gc(args.older_than, repo, &node_access(&args.tls)).await? {
         println!("{name}");
     }
     Ok(exit::PASSED)

@@ -148,6 +148,14 @@ pub fn pull_request_filter(owner: &str, repo: &str, pr: u64) -> HashMap<String, 
     )])
 }
 
+/// The list filter matching every build service of one repository.
+pub fn repo_filter(owner: &str, repo: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={owner}/{repo}", label::REPO)],
+    )])
+}
+
 /// The list filter matching every forge build service.
 pub fn all_builds_filter() -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![label::REPO.to_string()])])

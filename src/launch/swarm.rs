@@ -388,10 +388,14 @@ pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError
     }
 }
 
-/// `forge-launch gc`: removes forge build services created more than
-/// `older_than` ago whose container is not running (finished, never
-/// started, or gone). Returns the names removed.
-pub async fn gc(older_than: Duration, access: &NodeAccess) -> Result<Vec<String>, LaunchError> {
+/// `forge-launch gc`: removes forge build services (of one repository when
+/// `repo` is given) created more than `older_than` ago whose container is
+/// not running (finished, never started, or gone). Returns the names removed.
+pub async fn gc(
+    older_than: Duration,
+    repo: Option<(String, String)>,
+    access: &NodeAccess,
+) -> Result<Vec<String>, LaunchError> {
     let docker = node::connect_manager().await?;
     let info = docker
         .info()
@@ -400,7 +404,11 @@ pub async fn gc(older_than: Duration, access: &NodeAccess) -> Result<Vec<String>
     let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
     let now = SystemTime::now();
     let mut removed = Vec::new();
-    for svc in service::list(&docker, plan::all_builds_filter()).await? {
+    let filter = match &repo {
+        Some((owner, name)) => plan::repo_filter(owner, name),
+        None => plan::all_builds_filter(),
+    };
+    for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())
             .unwrap_or_default();
