@@ -3,8 +3,12 @@
 //! zipball when it is not), load `.forge.yml`, run setup and the action's
 //! commands, collect and upload artifacts and the build log, and post commit
 //! statuses all along, ending with exactly one final status whatever
-//! happened. Returns the process exit code (see README).
+//! happened. Returns the process exit code (see README). [`BuildOptions`]
+//! are the only differences a local run (`forgexec run`, the pre-push hook)
+//! makes: which stages run, how much reaches the console, whether a missing
+//! source tree is fetched; everything else is the CI code path.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,10 +18,10 @@ use crate::context::BuildContext;
 use crate::forge::{ForgeClient, StatusState};
 use crate::http::HttpClient;
 use crate::run::cancel::{signal_name, Cancellation};
-use crate::run::output::{Masker, OutputSink};
+use crate::run::output::{ConsoleMode, Masker, OutputSink};
 use crate::run::{format_duration, Runner, Stage, StageResult};
 use crate::secret::Secret;
-use crate::spec::{self, Spec};
+use crate::spec::{self, Command, Spec};
 use crate::status::StatusReporter;
 
 /// Exit codes (README: "Exit codes").
@@ -68,6 +72,83 @@ impl Verdict {
     }
 }
 
+/// Which stages a build runs: all of them in CI, a subset with
+/// `forgexec run --stage` and in the pre-push hook (setup and test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageSelection {
+    pub setup: bool,
+    pub test: bool,
+    pub artifacts: bool,
+}
+
+impl StageSelection {
+    pub const ALL: StageSelection = StageSelection {
+        setup: true,
+        test: true,
+        artifacts: true,
+    };
+
+    /// Just these stages; none given means all.
+    pub fn only(stages: &[Stage]) -> Self {
+        if stages.is_empty() {
+            return Self::ALL;
+        }
+        StageSelection {
+            setup: stages.contains(&Stage::Setup),
+            test: stages.contains(&Stage::Test),
+            artifacts: stages.contains(&Stage::Artifacts),
+        }
+    }
+
+    pub fn includes(&self, stage: Stage) -> bool {
+        match stage {
+            Stage::Setup => self.setup,
+            Stage::Test => self.test,
+            Stage::Artifacts => self.artifacts,
+        }
+    }
+}
+
+impl Default for StageSelection {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// How a build runs beyond its context; the defaults are CI's.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub stages: StageSelection,
+    /// `None`: every line of output on stdout as it comes, statuses printed
+    /// (CI). `Some(label)`: on stderr only a progress line per stage
+    /// (`{label} test ... ok (1.2s)`) and the full output of a failing
+    /// command; the build log still gets everything.
+    pub progress: Option<String>,
+    /// Fetch the commit's zipball when the workspace is empty (CI); a local
+    /// checkout is used as it is.
+    pub fetch_missing_source: bool,
+    /// Globs never collected as artifacts (the local artifact folder).
+    pub artifact_excludes: Vec<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            stages: StageSelection::ALL,
+            progress: None,
+            fetch_missing_source: true,
+            artifact_excludes: Vec::new(),
+        }
+    }
+}
+
+/// How a build ended: its exit code and the final status's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutcome {
+    pub exit_code: u8,
+    pub description: String,
+}
+
 /// Runs the build described by the process environment. Called as the
 /// container's command (after [`crate::init`] has split off PID 1).
 pub fn run_from_env() -> u8 {
@@ -102,6 +183,7 @@ pub struct Build {
     token: Option<Secret>,
     cancel: Cancellation,
     image_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    options: BuildOptions,
 }
 
 impl Build {
@@ -116,17 +198,38 @@ impl Build {
             token,
             cancel,
             image_env,
+            options: BuildOptions::default(),
         }
     }
 
+    /// Replaces the CI defaults (see [`BuildOptions`]).
+    pub fn with_options(mut self, options: BuildOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn context(&self) -> &BuildContext {
+        &self.ctx
+    }
+
+    /// Runs the build; returns the exit code.
     pub fn run(self) -> u8 {
+        self.run_outcome().exit_code
+    }
+
+    /// Runs the build; returns the exit code and the final description.
+    pub fn run_outcome(self) -> BuildOutcome {
         let started = Instant::now();
         let console_masker = Masker::new(self.token.iter().map(Secret::expose));
         let http = match HttpClient::new(self.ctx.ca_cert.as_deref()) {
             Ok(http) => http,
             Err(err) => {
-                eprintln!("forgexec: {}", console_masker.mask_str(&err.to_string()));
-                return exit::INFRASTRUCTURE;
+                let description = console_masker.mask_str(&err.to_string());
+                eprintln!("forgexec: {description}");
+                return BuildOutcome {
+                    exit_code: exit::INFRASTRUCTURE,
+                    description,
+                };
             }
         };
         let forge = ForgeClient::new(&self.ctx.api_url, self.token.clone(), http.clone());
@@ -135,14 +238,15 @@ impl Build {
             self.ctx.status_context.clone(),
             self.ctx.target_url.clone(),
             console_masker.clone(),
-        );
+        )
+        .printing(self.options.progress.is_none());
         statuses.pending(format!("{}: starting", self.ctx.action));
 
         let verdict_and_log = self.build(&forge, &http, &statuses, started);
         let (verdict, log_url) = verdict_and_log;
         let description = verdict.description().to_string();
         let target_url = self.ctx.target_url.clone().or(log_url);
-        match statuses.finish(verdict.state(), description, target_url) {
+        let exit_code = match statuses.finish(verdict.state(), description.clone(), target_url) {
             Ok(()) => verdict.exit_code(),
             Err(err) => {
                 eprintln!("forgexec: the final commit status could not be posted: {err}");
@@ -151,22 +255,17 @@ impl Build {
                     other => other.exit_code(),
                 }
             }
+        };
+        BuildOutcome {
+            exit_code,
+            description: console_masker.mask_str(&description),
         }
     }
 
-    /// Everything between the first pending status and the final one.
-    /// Returns the verdict and the build log's URL when it was uploaded.
-    fn build(
-        &self,
-        forge: &ForgeClient,
-        http: &HttpClient,
-        statuses: &StatusReporter,
-        started: Instant,
-    ) -> (Verdict, Option<String>) {
+    /// Loads `.forge.yml` from the workspace and picks the action's
+    /// commands; on failure prints the problem and returns the verdict.
+    fn load_spec(&self) -> Result<(Spec, Vec<Command>), Verdict> {
         let ctx = &self.ctx;
-        if let Err(verdict) = self.prepare_workspace(forge) {
-            return (verdict, None);
-        }
         let spec_path = ctx.workspace.join(".forge.yml");
         let spec = match spec::load(&spec_path) {
             Ok(spec) => spec,
@@ -191,26 +290,166 @@ impl Build {
                         .unwrap_or_default()
                         .to_string(),
                 };
-                return (
-                    Verdict::Invalid(format!("invalid .forge.yml: {summary}")),
-                    None,
-                );
+                return Err(Verdict::Invalid(format!("invalid .forge.yml: {summary}")));
             }
         };
-        let Some(commands) = spec.action(&ctx.action) else {
+        let Some(commands) = spec.action(&ctx.action).map(<[Command]>::to_vec) else {
             let known = spec.action_names().join(", ");
             eprintln!(
                 "forgexec: FORGE_ACTION `{}` is not defined in {}\n  help: use one of: {known}",
                 ctx.action,
                 spec_path.display()
             );
-            return (
-                Verdict::Invalid(format!(
-                    "action `{}` is not in .forge.yml (has: {known})",
-                    ctx.action
-                )),
-                None,
-            );
+            return Err(Verdict::Invalid(format!(
+                "action `{}` is not in .forge.yml (has: {known})",
+                ctx.action
+            )));
+        };
+
+        Ok((spec, commands))
+    }
+
+    /// The stages that run, in order, with their commands.
+    fn stages<'a>(&self, spec: &'a Spec, commands: &'a [Command]) -> Vec<(Stage, &'a [Command])> {
+        [
+            (Stage::Setup, spec.setup.as_slice()),
+            (Stage::Test, commands),
+        ]
+        .into_iter()
+        .filter(|(stage, _)| self.options.stages.includes(*stage))
+        .collect()
+    }
+
+    /// Prints what the build would run, without running anything: each
+    /// stage's commands with their argv, working folder and limits, and the
+    /// environment forgexec sets for them, secrets masked. Returns the exit
+    /// code (0, or 2 for an invalid `.forge.yml`).
+    pub fn list(&self, out: &mut dyn Write) -> u8 {
+        let ctx = &self.ctx;
+        let (spec, commands) = match self.load_spec() {
+            Ok(loaded) => loaded,
+            Err(verdict) => return verdict.exit_code(),
+        };
+        let masker = Masker::new(self.secret_values(&spec).iter().map(String::as_str));
+        let runner = Runner::new(
+            &ctx.workspace,
+            self.image_env.iter().cloned(),
+            &spec.environment,
+            ctx.build_facts(),
+            OutputSink::new(Box::new(std::io::sink()), None, masker.clone()),
+            self.cancel.clone(),
+            spec.timeout,
+        );
+        let mut text = format!(
+            "{}/{} at {} (action {}), workspace {}\n",
+            ctx.owner,
+            ctx.repo,
+            ctx.sha,
+            ctx.action,
+            ctx.workspace.display()
+        );
+        if let Some(timeout) = spec.timeout {
+            text.push_str(&format!("build timeout: {}\n", format_duration(timeout)));
+        }
+        // What forgexec sets; commands also inherit the environment forgexec
+        // runs in, without the credential variables.
+        let mut set: Vec<(String, String)> = spec
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        set.extend(ctx.build_facts());
+        set.sort();
+        set.dedup_by(|later, earlier| later.0 == earlier.0);
+        text.push_str(&format!(
+            "environment (on top of the inherited one, without {}):\n",
+            crate::context::CREDENTIAL_VARS.join(" and ")
+        ));
+        for (name, value) in &set {
+            text.push_str(&format!(
+                "  {name}={}\n",
+                value_for_list(&spec, name, value)
+            ));
+        }
+        for (stage, stage_commands) in self.stages(&spec, &commands) {
+            let n = stage_commands.len();
+            text.push_str(&format!(
+                "stage {stage}: {n} command{}\n",
+                if n == 1 { "" } else { "s" }
+            ));
+            for (index, command) in stage_commands.iter().enumerate() {
+                text.push_str(&format!("  {}. {}\n", index + 1, command.display_name()));
+                match runner.argv(&command.run) {
+                    Ok(argv) => {
+                        let words: Vec<String> = argv.iter().map(|w| shell_quote(w)).collect();
+                        text.push_str(&format!("     argv: {}\n", words.join(" ")));
+                    }
+                    Err(why) => text.push_str(&format!("     cannot run here: {why}\n")),
+                }
+                if let Some(dir) = &command.workdir {
+                    text.push_str(&format!("     workdir: {dir}\n"));
+                }
+                if let Some(timeout) = command.timeout {
+                    text.push_str(&format!("     timeout: {}\n", format_duration(timeout)));
+                }
+                if command.allow_failure {
+                    text.push_str("     allow_failure: true\n");
+                }
+                for (name, value) in &command.env {
+                    text.push_str(&format!(
+                        "     env: {name}={}\n",
+                        value_for_list(&spec, name, value)
+                    ));
+                }
+            }
+        }
+        if self.options.stages.artifacts {
+            if spec.artifacts.paths.is_empty() {
+                text.push_str("stage artifacts: none configured\n");
+            } else {
+                let mut excludes = spec.artifacts.exclude.clone();
+                excludes.extend(self.options.artifact_excludes.iter().cloned());
+                text.push_str(&format!(
+                    "stage artifacts: {} (excluding {}) when {:?}, to {}\n",
+                    spec.artifacts.paths.join(", "),
+                    if excludes.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        excludes.join(", ")
+                    },
+                    spec.artifacts.when,
+                    ctx.artifacts_url
+                        .as_deref()
+                        .unwrap_or("nowhere (FORGE_ARTIFACTS_URL unset)")
+                ));
+            }
+        }
+        let masked = masker.mask_str(&text);
+        match out.write_all(masked.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => exit::PASSED,
+            Err(err) => {
+                eprintln!("forgexec: cannot print the list: {err}");
+                exit::INFRASTRUCTURE
+            }
+        }
+    }
+
+    /// Everything between the first pending status and the final one.
+    /// Returns the verdict and the build log's URL when it was uploaded.
+    fn build(
+        &self,
+        forge: &ForgeClient,
+        http: &HttpClient,
+        statuses: &StatusReporter,
+        started: Instant,
+    ) -> (Verdict, Option<String>) {
+        let ctx = &self.ctx;
+        if let Err(verdict) = self.prepare_workspace(forge) {
+            return (verdict, None);
+        }
+        let (spec, commands) = match self.load_spec() {
+            Ok(loaded) => loaded,
+            Err(verdict) => return (verdict, None),
         };
 
         let masker = Masker::new(self.secret_values(&spec).iter().map(String::as_str));
@@ -224,7 +463,7 @@ impl Build {
             }
         };
         let log_path = log_dir.path().join("build.log");
-        let sink = match OutputSink::stdout_and_log(&log_path, masker) {
+        let sink = match self.output_sink(&log_path, masker) {
             Ok(sink) => sink,
             Err(err) => {
                 return (
@@ -253,10 +492,7 @@ impl Build {
             spec.timeout,
         );
         let mut results: Vec<StageResult> = Vec::new();
-        for (stage, stage_commands) in [
-            (Stage::Setup, spec.setup.as_slice()),
-            (Stage::Test, commands),
-        ] {
+        for (stage, stage_commands) in self.stages(&spec, &commands) {
             if stage_commands.is_empty() {
                 continue;
             }
@@ -264,8 +500,18 @@ impl Build {
                 "{stage}: running {} command(s)",
                 stage_commands.len()
             ));
+            if let Some(label) = &self.options.progress {
+                sink.console_bytes(format!("{label} {stage} ... ").as_bytes());
+            }
             let result = runner.run_stage(stage, stage_commands);
             let passed = result.passed();
+            if self.options.progress.is_some() {
+                let how = if passed { "ok" } else { "FAILED" };
+                sink.console_line(&format!("{how} ({})", format_duration(result.elapsed)));
+                if !passed {
+                    sink.console_bytes(&sink.take_command_output());
+                }
+            }
             results.push(result);
             if !passed {
                 break;
@@ -293,7 +539,9 @@ impl Build {
         let prefix =
             artifacts::object_prefix(&ctx.owner, &ctx.repo, &ctx.sha, &ctx.action, &ctx.build_id);
         let build_passed = matches!(verdict, Verdict::Passed(_));
-        if spec.artifacts.paths.is_empty() {
+        if !self.options.stages.artifacts {
+            sink.line("==> [artifacts] not selected");
+        } else if spec.artifacts.paths.is_empty() {
             sink.line("==> [artifacts] none configured");
         } else if !spec.artifacts.when.collects(build_passed) {
             sink.line("==> [artifacts] skipped (`when` does not match this outcome)");
@@ -340,7 +588,7 @@ impl Build {
         let populated = std::fs::read_dir(ws)
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
-        if populated {
+        if populated || !self.options.fetch_missing_source {
             return Ok(());
         }
         if let Err(err) = std::fs::create_dir_all(ws) {
@@ -416,8 +664,12 @@ impl Build {
         prefix: &str,
         scratch: &Path,
     ) -> Result<(), String> {
-        let collection = artifacts::collect_all(&self.ctx.workspace, &spec.artifacts)
-            .map_err(|e| e.to_string())?;
+        let mut selection = spec.artifacts.clone();
+        selection
+            .exclude
+            .extend(self.options.artifact_excludes.iter().cloned());
+        let collection =
+            artifacts::collect_all(&self.ctx.workspace, &selection).map_err(|e| e.to_string())?;
         for refused in &collection.refused {
             sink.line(&format!("==> [artifacts] {refused}"));
         }
@@ -450,6 +702,48 @@ impl Build {
             }
         }
         Ok(())
+    }
+}
+
+impl Build {
+    /// Where output goes: stdout as it comes (CI), or held back for the
+    /// progress display on stderr; always the build log at `log_path`.
+    fn output_sink(&self, log_path: &Path, masker: Masker) -> std::io::Result<Arc<OutputSink>> {
+        match self.options.progress {
+            None => OutputSink::stdout_and_log(log_path, masker),
+            Some(_) => {
+                let file = std::fs::File::create(log_path)?;
+                Ok(OutputSink::with_mode(
+                    Box::new(std::io::stderr()),
+                    Some(file),
+                    masker,
+                    ConsoleMode::FailingCommand,
+                ))
+            }
+        }
+    }
+}
+
+/// A value as `--list` shows it: the values of `secrets:` are masked even
+/// when shorter than the masker's minimum.
+fn value_for_list(spec: &Spec, name: &str, value: &str) -> String {
+    if spec.secrets.iter().any(|s| s == name) {
+        crate::run::output::MASK.to_string()
+    } else {
+        shell_quote(value)
+    }
+}
+
+/// A word as a POSIX shell would need it quoted, for display.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 

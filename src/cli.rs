@@ -13,7 +13,10 @@ pub use crate::build::exit;
 #[command(
     name = "forgexec",
     version,
-    about = "Runs a .forge.yml build inside any container"
+    about = "Runs a .forge.yml build inside any container, on your machine, or before a push",
+    long_about = "Runs a .forge.yml build inside any container, on your machine, or before a push.\n\n\
+        With no subcommand, runs the CI build the FORGE_* environment describes \
+        (inside the build container)."
 )]
 struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
@@ -33,6 +36,90 @@ enum Command {
     },
     /// Print the JSON Schema of the .forge.yml language (for editors).
     Schema,
+    /// Run the build of a repository here, as CI would (see docs/local.md).
+    Run(RunArgs),
+    /// Manage and run the git pre-push hook.
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The repository (any folder inside it).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// The action to run (default: FORGE_ACTION, else `execute`).
+    #[arg(long, value_name = "NAME")]
+    action: Option<String>,
+    /// Run only these stages (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STAGE")]
+    stage: Vec<StageArg>,
+    /// Print the stages and commands that would run, with their environment
+    /// (secrets masked), and run nothing.
+    #[arg(long)]
+    list: bool,
+    /// Build a fresh temporary checkout of the commit instead of the work
+    /// tree (uncommitted and ignored files cannot change the result).
+    #[arg(long)]
+    clean: bool,
+    /// Post the commit statuses to the forge (needs FORGE_TOKEN or
+    /// FORGE_TOKEN_FILE); otherwise they are only printed.
+    #[arg(long)]
+    post_statuses: bool,
+    /// Repository owner (default: FORGE_OWNER, else from the origin URL).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Repository name (default: FORGE_REPO, else from the origin URL).
+    #[arg(long)]
+    repo: Option<String>,
+    /// The commit, any revision git knows (default: FORGE_SHA, else HEAD).
+    #[arg(long, value_name = "REV")]
+    sha: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum StageArg {
+    Setup,
+    Test,
+    Artifacts,
+}
+
+impl From<StageArg> for crate::run::Stage {
+    fn from(stage: StageArg) -> Self {
+        match stage {
+            StageArg::Setup => crate::run::Stage::Setup,
+            StageArg::Test => crate::run::Stage::Test,
+            StageArg::Artifacts => crate::run::Stage::Artifacts,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum HookCommand {
+    /// Write the pre-push hook (an existing hook is kept and run first).
+    Install {
+        /// The repository (any folder inside it).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing hook that cannot be chained (it is kept aside).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove forgexec's pre-push hook, putting back a chained one.
+    Uninstall {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// What the hook runs: builds each pushed commit (refs on stdin, as git
+    /// gives them) in a clean checkout; fails to refuse the push.
+    PrePush {
+        /// The remote's name.
+        remote: String,
+        /// The remote's URL.
+        url: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -44,6 +131,23 @@ pub fn main() -> ExitCode {
             println!("{}", crate::spec::json_schema());
             ExitCode::from(exit::PASSED)
         }
+        Some(Command::Run(args)) => {
+            // A token may live in this process's memory, as in CI.
+            let _ = crate::init::make_non_dumpable();
+            let options = crate::local::RunOptions {
+                dir: args.dir,
+                action: args.action,
+                stages: args.stage.into_iter().map(Into::into).collect(),
+                list: args.list,
+                clean: args.clean,
+                post_statuses: args.post_statuses,
+                owner: args.owner,
+                repo: args.repo,
+                sha: args.sha,
+            };
+            ExitCode::from(crate::local::run(&options))
+        }
+        Some(Command::Hook(hook)) => ExitCode::from(run_hook(hook)),
         None => {
             // The token will live in this process's memory: keep same-user
             // build commands out of /proc/<pid>/mem and /proc/<pid>/environ.
@@ -59,6 +163,80 @@ pub fn main() -> ExitCode {
             let _ = crate::init::make_non_dumpable();
             ExitCode::from(crate::build::run_from_env())
         }
+    }
+}
+
+fn run_hook(command: HookCommand) -> u8 {
+    use crate::local::hook;
+    match command {
+        HookCommand::Install { dir, force } => {
+            let exe = match std::env::current_exe().and_then(|p| p.canonicalize()) {
+                Ok(exe) => exe,
+                Err(err) => {
+                    eprintln!("forgexec: {}", hook::HookError::CurrentExe(err));
+                    return exit::INFRASTRUCTURE;
+                }
+            };
+            match hook::install(&dir, &exe, force) {
+                Ok(done) => {
+                    let verb = if done.updated { "updated" } else { "installed" };
+                    println!(
+                        "forgexec: pre-push hook {verb} at {} (runs {})",
+                        done.hook.display(),
+                        exe.display()
+                    );
+                    if let Some(chained) = done.chained {
+                        println!(
+                            "forgexec: the hook that was there runs first, from {}",
+                            chained.display()
+                        );
+                    }
+                    if let Some(backup) = done.backup {
+                        println!(
+                            "forgexec: the hook that was there is kept (not run) as {}",
+                            backup.display()
+                        );
+                    }
+                    exit::PASSED
+                }
+                Err(err) => {
+                    eprintln!("forgexec: {err}");
+                    hook_error_code(&err)
+                }
+            }
+        }
+        HookCommand::Uninstall { dir } => match hook::uninstall(&dir) {
+            Ok(hook::Uninstalled::NotInstalled { hook }) => {
+                println!("forgexec: no pre-push hook at {}", hook.display());
+                exit::PASSED
+            }
+            Ok(hook::Uninstalled::Removed { hook, restored }) => {
+                println!("forgexec: removed the pre-push hook {}", hook.display());
+                if let Some(from) = restored {
+                    println!(
+                        "forgexec: the chained hook is back in place (from {})",
+                        from.display()
+                    );
+                }
+                exit::PASSED
+            }
+            Err(err) => {
+                eprintln!("forgexec: {err}");
+                hook_error_code(&err)
+            }
+        },
+        HookCommand::PrePush { remote, url, dir } => {
+            let _ = crate::init::make_non_dumpable();
+            hook::pre_push(&dir, &remote, &url, std::io::stdin().lock())
+        }
+    }
+}
+
+fn hook_error_code(err: &crate::local::hook::HookError) -> u8 {
+    use crate::local::hook::HookError;
+    match err {
+        HookError::Io { .. } | HookError::CurrentExe(_) => exit::INFRASTRUCTURE,
+        _ => exit::INVALID,
     }
 }
 

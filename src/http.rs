@@ -142,12 +142,16 @@ impl HttpError {
     }
 }
 
-/// Transport errors worth another attempt.
+/// Transport errors worth another attempt. TLS failures (rustls reports
+/// them as I/O errors of kind `InvalidData`, e.g. an unknown issuer) are
+/// final: the same certificate comes back next time.
 fn is_transient(error: &ureq::Error) -> bool {
+    if let ureq::Error::Io(io) = error {
+        return io.kind() != std::io::ErrorKind::InvalidData;
+    }
     matches!(
         error,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
+        ureq::Error::Timeout(_)
             | ureq::Error::HostNotFound
             | ureq::Error::ConnectionFailed
             | ureq::Error::Protocol(_)

@@ -12,6 +12,8 @@
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - [`status`]: commit statuses as a build reports them.
 //! - [`build`]: one CI build end to end, from environment to final status.
+//! - [`local`]: the same build on a developer's machine (`forgexec run`)
+//!   and as a git pre-push hook.
 //! - `launch` (feature `launcher`): `forge-launch`, which starts builds in
 //!   Docker Swarm services or local containers.
 
@@ -24,6 +26,7 @@ pub mod http;
 pub mod init;
 #[cfg(feature = "launcher")]
 pub mod launch;
+pub mod local;
 pub mod run;
 pub mod secret;
 pub mod spec;

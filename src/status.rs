@@ -17,6 +17,7 @@ pub struct StatusReporter {
     context: String,
     target_url: Option<String>,
     masker: Masker,
+    print: bool,
     queue: Option<Sender<CommitStatus>>,
     worker: Option<JoinHandle<()>>,
 }
@@ -47,9 +48,16 @@ impl StatusReporter {
             context,
             target_url,
             masker,
+            print: true,
             queue,
             worker,
         }
+    }
+
+    /// Whether statuses are also printed (to stderr); on by default.
+    pub fn printing(mut self, print: bool) -> Self {
+        self.print = print;
+        self
     }
 
     fn status(
@@ -59,12 +67,14 @@ impl StatusReporter {
         target_url: Option<String>,
     ) -> CommitStatus {
         let description = self.masker.mask_str(description);
-        eprintln!(
-            "forgexec: status {} [{}]: {}",
-            state.as_str(),
-            self.context,
-            description
-        );
+        if self.print {
+            eprintln!(
+                "forgexec: status {} [{}]: {}",
+                state.as_str(),
+                self.context,
+                description
+            );
+        }
         CommitStatus::new(state, self.context.clone(), &description, target_url)
     }
 

@@ -753,3 +753,137 @@ fn six_hundred_mixed_files_pack_and_unzip_correctly() {
         String::from_utf8_lossy(&test.stderr)
     );
 }
+
+/// A private CA and a server certificate for 127.0.0.1, made with openssl.
+fn private_pki(dir: &Path) {
+    common::require_program("openssl", "apt-get install openssl");
+    let openssl = |args: &[&str]| {
+        common::run_ok(Command::new("openssl").args(args).current_dir(dir));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=forgexec test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+/// `openssl s_server -www` on 127.0.0.1: a real TLS server answering GET.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(dir: &Path) -> TlsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", "server.pem", "-key", "server.key"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not listen on 127.0.0.1:{port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsServer { child, port }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn private_ca_from_forge_ca_cert_is_trusted_in_addition_to_web_roots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    private_pki(dir.path());
+    let server = TlsServer::start(dir.path());
+    let url = format!("https://127.0.0.1:{}/", server.port);
+
+    let trusting = HttpClient::new(Some(&dir.path().join("ca.pem"))).expect("client with CA");
+    let response = trusting
+        .send("GET", &url, |agent| agent.get(&url).call())
+        .expect("TLS verified against the private CA");
+    assert_eq!(response.status().as_u16(), 200);
+    // s_server serves one connection at a time: finish this one.
+    let mut body = String::new();
+    response
+        .into_body()
+        .into_reader()
+        .read_to_string(&mut body)
+        .expect("read the page");
+    assert!(body.contains("s_server"), "{body}");
+
+    // Without the private CA the certificate is rejected, finally (no retries).
+    let plain = HttpClient::new(None)
+        .expect("client")
+        .with_retry_policy(RetryPolicy::new(
+            4,
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+        ));
+    let error = plain
+        .send("GET", &url, |agent| agent.get(&url).call())
+        .expect_err("unknown issuer");
+    assert!(matches!(error, HttpError::Request { .. }), "{error:?}");
+    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+}

@@ -24,8 +24,10 @@ const PROBE_BYTES: usize = 64 * 1024;
 const MIN_PROBE_FOR_ENTROPY: usize = 4096;
 /// Shannon entropy (bits per byte) above which content counts as compressed.
 const ENTROPY_STORE_THRESHOLD: f64 = 7.5;
-/// Deflate level: zlib's default, matching Info-ZIP's archive size.
-const DEFLATE_LEVEL: i64 = 6;
+/// Deflate level. With zlib-rs, 5 gives Info-ZIP's `-6` archive size
+/// (measured on 360 MB of mixed sources, binaries and archives: 98.5 MB
+/// both) in about 20% less CPU than 6.
+const DEFLATE_LEVEL: i64 = 5;
 /// Per-file weight added to its size when balancing chunks (open, headers).
 const FILE_OVERHEAD: u64 = 16 * 1024;
 /// Chunks per worker thread, so that uneven chunks still balance.

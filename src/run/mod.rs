@@ -221,6 +221,7 @@ impl Runner {
             }
             let name = command.display_name();
             let label = format!("[{stage} {}/{total}]", index + 1);
+            self.sink.begin_command();
             self.sink.line(&format!("==> {label} {name}"));
             let result = self.run_command(command, name);
             let verdict = match (&result.finish, result.allowed_failure) {
@@ -238,6 +239,7 @@ impl Runner {
                 ),
             };
             self.sink.line(&format!("<== {label} {verdict}"));
+            self.sink.end_command();
             let stop = result.broke_chain();
             results.push(result);
             if stop {

@@ -18,6 +18,21 @@ pub const MASK: &str = "***";
 pub const MIN_SECRET_LEN: usize = 4;
 /// Longest line emitted in one piece; longer lines are cut.
 const MAX_LINE: usize = 64 * 1024;
+/// Most output kept of one command in [`ConsoleMode::FailingCommand`]: the
+/// tail is kept, the head is cut (the build log still has everything).
+const MAX_CAPTURE: usize = 8 * 1024 * 1024;
+
+/// What reaches the console (the build log always gets everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleMode {
+    /// Every line as it comes (CI, `forgexec run`).
+    #[default]
+    Stream,
+    /// Nothing as it comes: each command's output is held back, and the
+    /// caller prints it with [`OutputSink::take_command_output`] when the
+    /// command failed (the pre-push hook).
+    FailingCommand,
+}
 
 /// Replaces known secret values with [`MASK`].
 #[derive(Clone, Default)]
@@ -100,25 +115,102 @@ impl Masker {
 pub struct OutputSink {
     inner: Mutex<SinkInner>,
     masker: Masker,
+    mode: ConsoleMode,
 }
 
 struct SinkInner {
     console: Box<dyn Write + Send>,
     log: Option<BufWriter<File>>,
     log_error: Option<io::Error>,
+    /// In [`ConsoleMode::FailingCommand`]: whether a command is running, and
+    /// its output so far (masked), with how many leading bytes were cut.
+    in_command: bool,
+    captured: Vec<u8>,
+    cut: usize,
 }
 
 impl OutputSink {
     /// `console` is usually stdout; `log` the build log file, if any.
     pub fn new(console: Box<dyn Write + Send>, log: Option<File>, masker: Masker) -> Arc<Self> {
+        Self::with_mode(console, log, masker, ConsoleMode::Stream)
+    }
+
+    /// Like [`OutputSink::new`], choosing what reaches the console.
+    pub fn with_mode(
+        console: Box<dyn Write + Send>,
+        log: Option<File>,
+        masker: Masker,
+        mode: ConsoleMode,
+    ) -> Arc<Self> {
         Arc::new(OutputSink {
             inner: Mutex::new(SinkInner {
                 console,
                 log: log.map(|f| BufWriter::with_capacity(256 * 1024, f)),
                 log_error: None,
+                in_command: false,
+                captured: Vec::new(),
+                cut: 0,
             }),
             masker,
+            mode,
         })
+    }
+
+    pub fn mode(&self) -> ConsoleMode {
+        self.mode
+    }
+
+    /// A command starts: in [`ConsoleMode::FailingCommand`], its output
+    /// (from here to [`OutputSink::end_command`]) is held back.
+    pub fn begin_command(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.in_command = true;
+        inner.captured.clear();
+        inner.cut = 0;
+    }
+
+    /// The command ended; later output (from processes it left behind)
+    /// goes to the build log only.
+    pub fn end_command(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.in_command = false;
+    }
+
+    /// The held-back output of the last command (empty in
+    /// [`ConsoleMode::Stream`]), with a note when its head was cut.
+    pub fn take_command_output(&self) -> Vec<u8> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        if inner.cut > 0 {
+            out.extend_from_slice(
+                format!(
+                    "[... the first {} bytes of this command's output are only in the build log]\n",
+                    inner.cut
+                )
+                .as_bytes(),
+            );
+        }
+        out.append(&mut inner.captured);
+        inner.cut = 0;
+        out
+    }
+
+    /// Writes to the console (not the build log): progress lines of
+    /// forgexec's own, masked like everything else.
+    pub fn console_line(&self, text: &str) {
+        let mut chunk = Vec::with_capacity(text.len() + 1);
+        let _ = self.masker.write_masked(text.as_bytes(), &mut chunk);
+        chunk.push(b'\n');
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = inner.console.write_all(&chunk);
+        let _ = inner.console.flush();
+    }
+
+    /// Writes raw bytes to the console only (already masked text).
+    pub fn console_bytes(&self, bytes: &[u8]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = inner.console.write_all(bytes);
+        let _ = inner.console.flush();
     }
 
     /// Creates the build log file at `path` and a sink writing to stdout and it.
@@ -143,10 +235,28 @@ impl OutputSink {
     /// Writes already-masked bytes to both outputs.
     fn write_raw(&self, bytes: &[u8], flush: bool) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // The console may be gone (closed stdout); the log still matters.
-        let _ = inner.console.write_all(bytes);
-        if flush {
-            let _ = inner.console.flush();
+        match self.mode {
+            ConsoleMode::Stream => {
+                // The console may be gone (closed stdout); the log still matters.
+                let _ = inner.console.write_all(bytes);
+                if flush {
+                    let _ = inner.console.flush();
+                }
+            }
+            ConsoleMode::FailingCommand if inner.in_command => {
+                inner.captured.extend_from_slice(bytes);
+                if inner.captured.len() > MAX_CAPTURE {
+                    // Keep the tail, cut at a line start.
+                    let excess = inner.captured.len() - MAX_CAPTURE;
+                    let cut = inner.captured[excess..]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(excess, |p| excess + p + 1);
+                    inner.captured.drain(..cut);
+                    inner.cut += cut;
+                }
+            }
+            ConsoleMode::FailingCommand => {}
         }
         if let Some(log) = inner.log.as_mut() {
             if let Err(err) = log.write_all(bytes) {
@@ -293,6 +403,38 @@ mod tests {
         );
         assert!(out.lines().count() > 1, "the long line was cut");
         assert!(out.lines().all(|l| l.len() <= MAX_LINE + 3 * secret.len()));
+    }
+
+    #[test]
+    fn failing_command_mode_holds_back_each_commands_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("build.log");
+        let console = SharedBuffer::default();
+        let sink = OutputSink::with_mode(
+            Box::new(console.clone()),
+            Some(File::create(&path).unwrap()),
+            Masker::new(["tok3n-value"]),
+            ConsoleMode::FailingCommand,
+        );
+        sink.line("header");
+        sink.begin_command();
+        sink.pump(&b"first tok3n-value\n"[..]).unwrap();
+        sink.end_command();
+        sink.begin_command();
+        sink.pump(&b"second\n"[..]).unwrap();
+        sink.end_command();
+        sink.line("after");
+        assert_eq!(
+            console.contents(),
+            "",
+            "nothing reaches the console by itself"
+        );
+        assert_eq!(sink.take_command_output(), b"second\n");
+        sink.console_line("progress tok3n-value");
+        assert_eq!(console.contents(), "progress ***\n");
+        sink.finish().unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(log, "header\nfirst ***\nsecond\nafter\n");
     }
 
     #[test]
