@@ -14,6 +14,8 @@
 //! - [`build`]: one CI build end to end, from environment to final status.
 //! - [`local`]: the same build on a developer's machine (`forgexec run`)
 //!   and as a git pre-push hook.
+//! - `launch` (feature `launcher`): `forge-launch`, which starts builds in
+//!   Docker Swarm services or local containers.
 
 pub mod artifacts;
 pub mod build;
@@ -22,6 +24,8 @@ pub mod context;
 pub mod forge;
 pub mod http;
 pub mod init;
+#[cfg(feature = "launcher")]
+pub mod launch;
 pub mod local;
 pub mod run;
 pub mod secret;

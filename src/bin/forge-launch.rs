@@ -1,1 +1,4 @@
-fn main() {}
+//! `forge-launch`: see [`forgexec::launch`].
+fn main() -> std::process::ExitCode {
+    forgexec::launch::cli::main()
+}

@@ -1,0 +1,455 @@
+//! Command line of `forge-launch`: argument parsing, logging set-up and the
+//! one place where launch errors are rendered and turned into exit codes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::error::exit;
+use super::event::{parse_event, FactFlags, PartialFacts};
+use super::local::{self, LocalOptions};
+use super::node::NodeAccess;
+use super::plan::Endpoints;
+use super::service::Limits;
+use super::swarm::{self, Outcome, SpecSource, SwarmOptions};
+use super::LaunchError;
+use crate::secret::Secret;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "forge-launch",
+    version,
+    about = "Launches .forge.yml builds in Docker Swarm services (or locally)"
+)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a pull request in a new swarm service.
+    Swarm(Box<SwarmArgs>),
+    /// Run the same build in a container on the local daemon.
+    Local(Box<LocalArgs>),
+    /// Remove finished forge build services.
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+struct SwarmArgs {
+    /// pull_request webhook payload (whole event or its pull_request object); `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    event: Option<PathBuf>,
+    /// Repository as OWNER/NAME (overrides the event).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// Pull request number.
+    #[arg(long, value_name = "N")]
+    pr: Option<u64>,
+    /// Head commit to build.
+    #[arg(long)]
+    sha: Option<String>,
+    /// Where the build posts commit statuses.
+    #[arg(long, value_name = "URL")]
+    status_url: Option<String>,
+    /// Number of commits in the pull request (FORGE_COMMIT_COUNT).
+    #[arg(long, value_name = "N")]
+    commits: Option<u64>,
+    /// GitHub App installation id (FORGE_INSTALL_ID).
+    #[arg(long, value_name = "ID")]
+    install_id: Option<String>,
+    /// Read the .forge.yml from this file instead of the contents API.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Action to run (FORGE_ACTION).
+    #[arg(long, default_value = "execute")]
+    action: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Container networks to attach (repeatable; `host` for the host network).
+    #[arg(long = "network", value_name = "NAME")]
+    networks: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Follow the build's logs, remove the service and exit with the build's code.
+    #[arg(long)]
+    wait: bool,
+    /// How long to wait for the swarm to create the task's container (image pulls included).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    start_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// Forge API base URL (FORGE_API_URL; also where the .forge.yml is fetched from).
+    #[arg(long, value_name = "URL")]
+    api_url: Option<String>,
+    /// File holding the forge token (copied into the container as /forge/token).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Where forgexec uploads artifacts (FORGE_ARTIFACTS_URL).
+    #[arg(long, value_name = "URL")]
+    artifacts_url: Option<String>,
+    /// Link shown with commit statuses (FORGE_TARGET_URL).
+    #[arg(long, value_name = "URL")]
+    target_url: Option<String>,
+    /// The static forgexec binary to copy into the container.
+    #[arg(long, value_name = "PATH", env = "FORGE_LAUNCH_FORGEXEC")]
+    forgexec: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// CPU limit (e.g. 1.5).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Memory limit (e.g. 512m, 2g).
+    #[arg(long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long, value_name = "N")]
+    pids: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// CA certificate of node daemons (default: $DOCKER_CERT_PATH/ca.pem).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (default: $DOCKER_CERT_PATH/cert.pem).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (default: $DOCKER_CERT_PATH/key.pem).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Port of node daemons.
+    #[arg(long, value_name = "PORT")]
+    node_port: Option<u16>,
+    /// Reach node daemons over plain TCP (anyone who can reach that port is root on the node).
+    #[arg(long, conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    insecure_tcp: bool,
+}
+
+#[derive(Args, Debug)]
+struct LocalArgs {
+    /// Copy a clean export of HEAD instead of the working tree.
+    #[arg(long)]
+    clean: bool,
+    /// Repository directory.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// Read the .forge.yml from this file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Action to run (FORGE_ACTION).
+    #[arg(long, default_value = "execute")]
+    action: String,
+    /// Repository as OWNER/NAME (default: from the origin remote).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// Pull request number to report (FORGE_PULL_REQUEST).
+    #[arg(long, value_name = "N")]
+    pr: Option<u64>,
+    /// Post statuses to the forge (default: forgexec only prints them).
+    #[arg(long)]
+    post_statuses: bool,
+    /// Status URL for --post-statuses (default: {api-url}/repos/OWNER/NAME/statuses/SHA).
+    #[arg(long, value_name = "URL")]
+    status_url: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where the artifacts are copied to.
+    #[arg(long, value_name = "DIR", default_value = "forge-artifacts")]
+    artifacts_dir: PathBuf,
+    /// Container network mode (e.g. host).
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args, Debug)]
+struct GcArgs {
+    /// Only services created longer ago than this are considered.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    older_than: Duration,
+    /// Only this repository's builds (OWNER/NAME).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Entry point of the `forge-launch` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("forge-launch: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INFRASTRUCTURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Swarm(args) => run_swarm(*args).await,
+            Command::Local(args) => run_local(*args).await,
+            Command::Gc(args) => run_gc(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("forge-launch: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
+    let facts = match &args.event {
+        Some(path) => {
+            let (label, bytes) = read_input(path)?;
+            parse_event(&label, &bytes)?
+        }
+        None => PartialFacts::default(),
+    };
+    let pr = facts.resolve(&FactFlags {
+        repo: args.repo,
+        pr: args.pr,
+        sha: args.sha,
+        status_url: args.status_url,
+        commits: args.commits,
+        install_id: args.install_id,
+    })?;
+    let opts = SwarmOptions {
+        pr,
+        action: args.action,
+        endpoints: Endpoints {
+            api_url: args.common.api_url,
+            artifacts_url: args.common.artifacts_url,
+            target_url: args.common.target_url,
+        },
+        spec: match args.config {
+            Some(path) => SpecSource::File(path),
+            None => SpecSource::Api,
+        },
+        token: read_token(args.common.token_file.as_deref())?,
+        forgexec: args.common.forgexec,
+        networks: args.networks,
+        limits: limits(&args.limits)?,
+        node_access: node_access(&args.tls),
+        wait: args.wait,
+        start_timeout: args.start_timeout,
+    };
+    match swarm::launch(&opts).await? {
+        Outcome::Started { service } => {
+            println!("{service}");
+            Ok(exit::PASSED)
+        }
+        Outcome::Finished { service, exit_code } => {
+            tracing::info!("{service} finished with exit code {exit_code}");
+            Ok(exit_code_byte(exit_code))
+        }
+        Outcome::Superseded { service } => {
+            eprintln!("forge-launch: {service} was superseded by a newer launch for the same pull request");
+            Ok(exit::PASSED)
+        }
+    }
+}
+
+async fn run_local(args: LocalArgs) -> Result<u8, LaunchError> {
+    let opts = LocalOptions {
+        dir: args.dir,
+        clean: args.clean,
+        config: args.config,
+        action: args.action,
+        repo: args.repo,
+        pr: args.pr,
+        forgexec: args.common.forgexec,
+        token: read_token(args.common.token_file.as_deref())?,
+        post_statuses: args.post_statuses,
+        status_url: args.status_url,
+        api_url: args.common.api_url,
+        target_url: args.common.target_url,
+        artifacts_url: args.common.artifacts_url,
+        artifacts_dir: args.artifacts_dir,
+        network: args.network,
+        limits: limits(&args.limits)?,
+    };
+    let outcome = local::run(&opts).await?;
+    for file in &outcome.artifacts {
+        eprintln!(
+            "forge-launch: artifact {}",
+            opts.artifacts_dir.join(file).display()
+        );
+    }
+    Ok(exit_code_byte(outcome.exit_code))
+}
+
+async fn run_gc(args: GcArgs) -> Result<u8, LaunchError> {
+    let repo = match &args.repo {
+        Some(full) => Some(super::event::split_repo(full)?),
+        None => None,
+    };
+    for name in swarm::gc(args.older_than, repo, &node_access(&args.tls)).await? {
+        println!("{name}");
+    }
+    Ok(exit::PASSED)
+}
+
+fn exit_code_byte(code: i64) -> u8 {
+    u8::try_from(code).unwrap_or(exit::INFRASTRUCTURE)
+}
+
+fn read_input(path: &Path) -> Result<(String, Vec<u8>), LaunchError> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|source| LaunchError::Read {
+                path: PathBuf::from("<stdin>"),
+                source,
+            })?;
+        return Ok(("<stdin>".into(), bytes));
+    }
+    let bytes = std::fs::read(path).map_err(|source| LaunchError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((path.display().to_string(), bytes))
+}
+
+fn read_token(path: Option<&Path>) -> Result<Option<Secret>, LaunchError> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|source| LaunchError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(LaunchError::Flag {
+            flag: "--token-file",
+            value: path.display().to_string(),
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(Some(Secret::new(token)))
+}
+
+fn node_access(tls: &TlsArgs) -> NodeAccess {
+    NodeAccess {
+        port: tls.node_port,
+        tls_ca: tls.tls_ca.clone(),
+        tls_cert: tls.tls_cert.clone(),
+        tls_key: tls.tls_key.clone(),
+        cert_dir: NodeAccess::default_cert_dir(),
+        insecure_tcp: tls.insecure_tcp,
+    }
+}
+
+fn limits(args: &LimitArgs) -> Result<Limits, LaunchError> {
+    let nano_cpus = match args.cpus {
+        Some(c) if c.is_finite() && c > 0.0 => Some((c * 1e9) as i64),
+        Some(c) => {
+            return Err(LaunchError::Flag {
+                flag: "--cpus",
+                value: c.to_string(),
+                reason: "expected a positive number".into(),
+            })
+        }
+        None => None,
+    };
+    let memory_bytes = args.memory.as_deref().map(parse_bytes).transpose()?;
+    Ok(Limits {
+        nano_cpus,
+        memory_bytes,
+        pids: args.pids,
+    })
+}
+
+/// `512m`, `2g`, `1048576`, `64k` (binary multiples, as Docker reads them).
+pub fn parse_bytes(text: &str) -> Result<i64, LaunchError> {
+    let bad = || LaunchError::Flag {
+        flag: "--memory",
+        value: text.to_string(),
+        reason: "expected a size like 512m or 2g".into(),
+    };
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    if n <= 0 {
+        return Err(bad());
+    }
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_memory_sizes() {
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("64kb").unwrap(), 64 << 10);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1m").is_err());
+    }
+
+    #[test]
+    fn insecure_tcp_conflicts_with_tls_files() {
+        let r = Cli::try_parse_from(["forge-launch", "gc", "--insecure-tcp", "--tls-ca", "ca.pem"]);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn exit_codes_pass_through_and_clamp() {
+        assert_eq!(exit_code_byte(1), 1);
+        assert_eq!(exit_code_byte(137), 137);
+        assert_eq!(exit_code_byte(-1), exit::INFRASTRUCTURE);
+    }
+}

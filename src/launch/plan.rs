@@ -1,0 +1,353 @@
+//! Pure decisions of a launch: the build id, the Docker-safe service name,
+//! the container environment, the labels and label filters that find the
+//! services of one pull request, and which of several racing services wins.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::event::PullRequest;
+
+/// Label keys put on every build service.
+pub mod label {
+    pub const REPO: &str = "forge.repo";
+    pub const PULL_REQUEST: &str = "forge.pull_request";
+    pub const SHA: &str = "forge.sha";
+    pub const ACTION: &str = "forge.action";
+    pub const BUILD_ID: &str = "forge.build_id";
+}
+
+/// Docker's limit for service names (they must be valid DNS labels).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Optional URLs handed to the executor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub api_url: Option<String>,
+    pub artifacts_url: Option<String>,
+    pub target_url: Option<String>,
+}
+
+/// A build id: UTC `YYYYMMDDTHHMMSSmmm` plus four random hex digits, so two
+/// launches in the same millisecond (even on two hosts) still differ. It is
+/// the timestamp part of the service name and `FORGE_BUILD_ID`.
+pub fn build_id(now: SystemTime, random: u16) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}{:03}-{random:04x}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `forge-{owner}-{repo}-{pr}-{build_id}`, made valid for Docker: characters
+/// other than letters, digits, `-` and `_` become `-`, runs of `-` collapse,
+/// and the owner/repo part is truncated so the whole fits in 63 characters.
+/// The pull request number and build id are never truncated, so names stay
+/// unique.
+pub fn service_name(owner: &str, repo: &str, pr: u64, build_id: &str) -> String {
+    let suffix = sanitize(&format!("-{pr}-{build_id}"));
+    let prefix = sanitize(&format!("forge-{owner}-{repo}"));
+    let room = MAX_NAME_LEN.saturating_sub(suffix.len());
+    let mut prefix: String = prefix.chars().take(room).collect();
+    while prefix.ends_with(['-', '_']) {
+        prefix.pop();
+    }
+    format!("{prefix}{suffix}")
+}
+
+fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The container environment: the spec's `environment` first, then the
+/// `FORGE_*` facts (which win over the spec). Sorted by name.
+pub fn environment(
+    spec_env: &BTreeMap<String, String>,
+    pr: &PullRequest,
+    pr_number: Option<u64>,
+    action: &str,
+    build_id: &str,
+    endpoints: &Endpoints,
+) -> BTreeMap<String, String> {
+    let mut env = spec_env.clone();
+    let mut set = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            env.insert(k.to_string(), v);
+        }
+    };
+    set("FORGE_INSTALL_ID", pr.install_id.clone());
+    set("FORGE_ACTION", Some(action.to_string()));
+    set("FORGE_PULL_REQUEST", pr_number.map(|n| n.to_string()));
+    set("FORGE_OWNER", Some(pr.owner.clone()));
+    set("FORGE_REPO", Some(pr.repo.clone()));
+    set("FORGE_SHA", Some(pr.sha.clone()));
+    set("FORGE_STATUS_URL", pr.statuses_url.clone());
+    set("FORGE_COMMIT_COUNT", pr.commits.map(|n| n.to_string()));
+    set("FORGE_BUILD_ID", Some(build_id.to_string()));
+    set("FORGE_API_URL", endpoints.api_url.clone());
+    set("FORGE_ARTIFACTS_URL", endpoints.artifacts_url.clone());
+    set("FORGE_TARGET_URL", endpoints.target_url.clone());
+    env
+}
+
+/// `NAME=VALUE` strings for the Docker API.
+pub fn env_list(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Labels of a build service.
+pub fn labels(pr: &PullRequest, action: &str, build_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (label::REPO.to_string(), format!("{}/{}", pr.owner, pr.repo)),
+        (label::PULL_REQUEST.to_string(), pr.number.to_string()),
+        (label::SHA.to_string(), pr.sha.clone()),
+        (label::ACTION.to_string(), action.to_string()),
+        (label::BUILD_ID.to_string(), build_id.to_string()),
+    ])
+}
+
+/// The list filter matching every service of one pull request.
+pub fn pull_request_filter(owner: &str, repo: &str, pr: u64) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}={owner}/{repo}", label::REPO),
+            format!("{}={pr}", label::PULL_REQUEST),
+        ],
+    )])
+}
+
+/// The list filter matching every build service of one repository.
+pub fn repo_filter(owner: &str, repo: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={owner}/{repo}", label::REPO)],
+    )])
+}
+
+/// The list filter matching every forge build service.
+pub fn all_builds_filter() -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![label::REPO.to_string()])])
+}
+
+/// A Docker RFC 3339 timestamp with its fraction padded to nanoseconds, so
+/// that timestamps of the same zone compare correctly as strings (Docker
+/// drops trailing zeros: `…:36.1Z` vs `…:36.09Z`).
+pub fn normalize_timestamp(ts: &str) -> String {
+    let Some(body) = ts.strip_suffix('Z') else {
+        return ts.to_string();
+    };
+    let (secs, frac) = body.split_once('.').unwrap_or((body, ""));
+    let mut frac: String = frac.chars().take(9).collect();
+    while frac.len() < 9 {
+        frac.push('0');
+    }
+    format!("{secs}.{frac}Z")
+}
+
+/// Of the services of one pull request (`(created_at, id)` pairs), the one
+/// that keeps running: the newest by creation time, ties broken by id. Every
+/// launcher decides with this same order after creating its own service, so
+/// racing launches agree and exactly one build survives.
+pub fn winner(services: &[(String, String)]) -> Option<&(String, String)> {
+    services
+        .iter()
+        .max_by_key(|(created, id)| (normalize_timestamp(created), id.clone()))
+}
+
+/// Parses Docker's UTC RFC 3339 timestamps (`2026-05-07T21:09:36.12Z`).
+pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
+    let norm = normalize_timestamp(ts);
+    let b = norm.as_bytes();
+    if b.len() != 30 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| norm.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let nanos = num(20..29)?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32))
+}
+
+/// (year, month, day) to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pr() -> PullRequest {
+        PullRequest {
+            owner: "octo".into(),
+            repo: "widget".into(),
+            number: 42,
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            statuses_url: Some("http://127.0.0.1:1/statuses/x".into()),
+            commits: Some(3),
+            install_id: None,
+        }
+    }
+
+    #[test]
+    fn build_id_is_utc_with_millis_and_random() {
+        // 2021-03-04T05:06:07.089Z
+        let t = UNIX_EPOCH + Duration::from_millis(1_614_834_367_089);
+        assert_eq!(build_id(t, 0xab1), "20210304T050607089-0ab1");
+        assert_eq!(build_id(UNIX_EPOCH, 0), "19700101T000000000-0000");
+        // leap day
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert!(build_id(t, 0).starts_with("20000229T"));
+    }
+
+    #[test]
+    fn service_names_are_docker_safe_and_keep_the_unique_part() {
+        let id = "20210304T050607089-0ab1";
+        assert_eq!(
+            service_name("octo", "widget", 42, id),
+            "forge-octo-widget-42-20210304T050607089-0ab1"
+        );
+        let name = service_name("my.org", "a..b", 7, id);
+        assert_eq!(name, "forge-my-org-a-b-7-20210304T050607089-0ab1");
+        let long = "x".repeat(100);
+        let name = service_name(&long, &long, 123456, id);
+        assert_eq!(name.len(), MAX_NAME_LEN);
+        assert!(name.ends_with("-123456-20210304T050607089-0ab1"), "{name}");
+        // truncation never leaves a separator before the suffix
+        let name = service_name("abcdefghijklmnopqrstuvwxyz-ab", "c", 1, id);
+        assert!(!name.contains("--"), "{name}");
+        for c in name.chars() {
+            assert!(c.is_ascii_alphanumeric() || c == '-' || c == '_', "{name}");
+        }
+    }
+
+    #[test]
+    fn environment_adds_forge_facts_over_the_spec() {
+        let spec = BTreeMap::from([
+            ("CARGO_TERM_COLOR".to_string(), "always".to_string()),
+            ("FORGE_SHA".to_string(), "spoofed".to_string()),
+        ]);
+        let endpoints = Endpoints {
+            api_url: Some("http://127.0.0.1:9/api".into()),
+            ..Endpoints::default()
+        };
+        let env = environment(&spec, &pr(), Some(42), "execute", "B1", &endpoints);
+        assert_eq!(env["CARGO_TERM_COLOR"], "always");
+        assert_eq!(env["FORGE_SHA"], pr().sha);
+        assert_eq!(env["FORGE_PULL_REQUEST"], "42");
+        assert_eq!(env["FORGE_COMMIT_COUNT"], "3");
+        assert_eq!(env["FORGE_BUILD_ID"], "B1");
+        assert_eq!(env["FORGE_ACTION"], "execute");
+        assert_eq!(env["FORGE_API_URL"], "http://127.0.0.1:9/api");
+        assert!(!env.contains_key("FORGE_ARTIFACTS_URL"));
+        assert!(!env.contains_key("FORGE_INSTALL_ID"));
+        assert!(env_list(&env).contains(&"FORGE_OWNER=octo".to_string()));
+        // nothing that looks like a credential
+        assert!(env.keys().all(|k| !k.contains("TOKEN")));
+    }
+
+    #[test]
+    fn labels_and_filters_agree() {
+        let labels = labels(&pr(), "lint", "B1");
+        let filter = pull_request_filter("octo", "widget", 42);
+        for wanted in &filter["label"] {
+            let (k, v) = wanted.split_once('=').unwrap();
+            assert_eq!(labels[k], v);
+        }
+        assert_eq!(labels[label::ACTION], "lint");
+        assert_eq!(labels[label::SHA], pr().sha);
+    }
+
+    #[test]
+    fn timestamps_compare_after_normalizing() {
+        assert_eq!(
+            normalize_timestamp("2026-05-07T21:09:36.1Z"),
+            "2026-05-07T21:09:36.100000000Z"
+        );
+        assert_eq!(
+            normalize_timestamp("2026-05-07T21:09:36Z"),
+            "2026-05-07T21:09:36.000000000Z"
+        );
+        assert!(
+            normalize_timestamp("2026-05-07T21:09:36.1Z")
+                > normalize_timestamp("2026-05-07T21:09:36.09Z")
+        );
+    }
+
+    #[test]
+    fn parses_docker_timestamps() {
+        let t = parse_timestamp("2021-03-04T05:06:07.089Z").unwrap();
+        assert_eq!(t, UNIX_EPOCH + Duration::from_millis(1_614_834_367_089));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z").unwrap(), UNIX_EPOCH);
+        assert!(parse_timestamp("yesterday").is_none());
+        assert!(parse_timestamp("2021-13-04T05:06:07Z").is_none());
+        // round trip with build ids across many days
+        for day in (0..30_000u64).step_by(997) {
+            let t = UNIX_EPOCH + Duration::from_secs(day * 86_400 + 3_723);
+            let (y, m, d) = civil_from_days(day as i64);
+            let ts = format!("{y:04}-{m:02}-{d:02}T01:02:03Z");
+            assert_eq!(parse_timestamp(&ts).unwrap(), t, "{ts}");
+        }
+    }
+
+    #[test]
+    fn the_newest_service_wins_ties_by_id() {
+        let s = |c: &str, id: &str| (c.to_string(), id.to_string());
+        let all = [
+            s("2026-05-07T21:09:36.1Z", "a"),
+            s("2026-05-07T21:09:36.09Z", "z"),
+        ];
+        assert_eq!(winner(&all).unwrap().1, "a");
+        let tie = [
+            s("2026-05-07T21:09:36.5Z", "b"),
+            s("2026-05-07T21:09:36.5Z", "c"),
+        ];
+        assert_eq!(winner(&tie).unwrap().1, "c");
+        assert_eq!(winner(&[]), None);
+    }
+}

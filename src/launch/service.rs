@@ -1,0 +1,474 @@
+//! Swarm service operations: the service spec of a build, listing and
+//! removing the services of a pull request, creating one, waiting (fast
+//! polling with a deadline) until its task's container exists, and garbage
+//! collection of finished build services.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
+    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
+use bollard::Docker;
+
+use super::error::{docker_message, is_not_found};
+use super::LaunchError;
+use crate::spec::PortMapping;
+
+/// The command of every build container.
+pub const COMMAND: &str = "/forgexec";
+
+/// Resource limits of the build container (`--cpus`, `--memory`, `--pids`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// Everything that goes into a build service.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRequest {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub networks: Vec<String>,
+    pub ports: Vec<PortMapping>,
+    pub limits: Limits,
+}
+
+/// The swarm service spec: one replica, command `/forgexec`, never
+/// restarted. Holds no credential: the token travels in the archive.
+pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
+    let networks: Vec<NetworkAttachmentConfig> = req
+        .networks
+        .iter()
+        .map(|n| NetworkAttachmentConfig {
+            target: Some(n.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let resources = (!req.limits.is_empty()).then(|| TaskSpecResources {
+        limits: Some(Limit {
+            nano_cpus: req.limits.nano_cpus,
+            memory_bytes: req.limits.memory_bytes,
+            pids: req.limits.pids,
+        }),
+        ..Default::default()
+    });
+    let endpoint_spec = (!req.ports.is_empty()).then(|| EndpointSpec {
+        ports: Some(
+            req.ports
+                .iter()
+                .map(|p| EndpointPortConfig {
+                    target_port: Some(i64::from(p.target)),
+                    published_port: Some(i64::from(p.published)),
+                    publish_mode: Some(EndpointPortConfigPublishModeEnum::INGRESS),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    });
+    ServiceSpec {
+        name: Some(req.name.clone()),
+        labels: Some(req.labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(req.image.clone()),
+                command: Some(vec![COMMAND.to_string()]),
+                env: Some(req.env.clone()),
+                labels: Some(req.labels.clone()),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            resources,
+            networks: (!networks.is_empty()).then_some(networks),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        endpoint_spec,
+        ..Default::default()
+    }
+}
+
+/// A build service as listed: creation time, id, name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub created_at: String,
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// Services matching a label filter.
+pub async fn list(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<Vec<Listed>, LaunchError> {
+    let services = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| LaunchError::docker("listing services", e))?;
+    Ok(services
+        .into_iter()
+        .filter_map(|s| {
+            let spec = s.spec.unwrap_or_default();
+            Some(Listed {
+                created_at: s.created_at.unwrap_or_default(),
+                id: s.id?,
+                name: spec.name.unwrap_or_default(),
+                labels: spec.labels.unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// Removes a service (and so its containers); `false` when it was already
+/// gone.
+pub async fn remove(docker: &Docker, id: &str) -> Result<bool, LaunchError> {
+    match docker.delete_service(id).await {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(LaunchError::docker(format!("removing service {id}"), e)),
+    }
+}
+
+/// Creates the service; returns its id.
+pub async fn create(docker: &Docker, spec: ServiceSpec) -> Result<String, LaunchError> {
+    let name = spec.name.clone().unwrap_or_default();
+    let created = docker
+        .create_service(spec, None)
+        .await
+        .map_err(|e| LaunchError::docker(format!("creating service {name}"), e))?;
+    for warning in created.warnings.unwrap_or_default() {
+        tracing::debug!("service {name}: {warning}");
+    }
+    created.id.ok_or_else(|| LaunchError::Docker {
+        action: format!("creating service {name}"),
+        message: "the daemon returned no service id".into(),
+    })
+}
+
+/// Where a build task's container is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub task_id: String,
+    pub node_id: String,
+    pub container_id: String,
+}
+
+/// What one look at a task says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskProgress {
+    /// Still being scheduled, pulled or prepared; the text says where.
+    Waiting(String),
+    /// The container exists (the task is starting, or its start failed for
+    /// lack of `/forgexec`): ready for the archive.
+    Ready(Placed),
+    /// The task failed for another reason (Docker's error).
+    Failed(String),
+    /// The container started by itself: the image has its own `/forgexec`.
+    RanItself(String),
+    /// The task is being shut down (the service was removed or replaced).
+    Gone,
+}
+
+/// Whether Docker's task error is the expected missing `/forgexec`.
+pub fn is_missing_forgexec(err: &str) -> bool {
+    err.contains(COMMAND)
+        && (err.contains("no such file or directory") || err.contains("not found"))
+}
+
+/// Classifies a task as listed by the swarm.
+pub fn classify(task: &Task) -> TaskProgress {
+    let status = task.status.clone().unwrap_or_default();
+    let state = status.state.unwrap_or(TaskState::NEW);
+    let err = status.err.clone().unwrap_or_default();
+    if matches!(
+        task.desired_state,
+        Some(TaskState::SHUTDOWN | TaskState::REMOVE)
+    ) && !matches!(state, TaskState::FAILED | TaskState::REJECTED)
+    {
+        return TaskProgress::Gone;
+    }
+    match state {
+        TaskState::FAILED | TaskState::REJECTED => {
+            let container = status.container_status.and_then(|c| c.container_id);
+            match (container, task.node_id.clone(), task.id.clone()) {
+                (Some(container_id), Some(node_id), Some(task_id)) if is_missing_forgexec(&err) => {
+                    TaskProgress::Ready(Placed {
+                        task_id,
+                        node_id,
+                        container_id,
+                    })
+                }
+                _ if err.is_empty() => {
+                    TaskProgress::Failed(status.message.unwrap_or_else(|| state.to_string()))
+                }
+                _ => TaskProgress::Failed(err),
+            }
+        }
+        // The container exists once the task is starting: copying forgexec
+        // in now (before or after the swarm's own start attempt fails)
+        // saves the agent's report of the failure. Either start wins; the
+        // other is a no-op.
+        TaskState::READY | TaskState::STARTING => {
+            match (
+                status.container_status.and_then(|c| c.container_id),
+                task.node_id.clone(),
+                task.id.clone(),
+            ) {
+                (Some(container_id), Some(node_id), Some(task_id)) => TaskProgress::Ready(Placed {
+                    task_id,
+                    node_id,
+                    container_id,
+                }),
+                _ => TaskProgress::Waiting(state.to_string()),
+            }
+        }
+        TaskState::RUNNING | TaskState::COMPLETE => TaskProgress::RanItself(state.to_string()),
+        TaskState::SHUTDOWN | TaskState::REMOVE | TaskState::ORPHANED => TaskProgress::Gone,
+        _ => {
+            let mut text = state.to_string();
+            if let Some(msg) = status.message.filter(|m| !m.is_empty()) {
+                text = format!("{text} ({msg})");
+            }
+            if !err.is_empty() {
+                text = format!("{text}: {err}");
+            }
+            TaskProgress::Waiting(text)
+        }
+    }
+}
+
+/// Outcome of waiting for a service's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    Ready(Placed),
+    /// The service disappeared (a newer launch removed it).
+    Gone,
+}
+
+/// Polls the service's task (10 ms, doubling to 200 ms) until its container
+/// exists and failed to start for lack of `/forgexec`, or `timeout` passes.
+pub async fn wait_for_container(
+    docker: &Docker,
+    service_id: &str,
+    service_name: &str,
+    timeout: Duration,
+) -> Result<Wait, LaunchError> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(10);
+    let mut last = String::from("no task yet");
+    let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    loop {
+        let tasks = match docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters.clone()),
+            }))
+            .await
+        {
+            Ok(tasks) => tasks,
+            // the filter names a service that no longer exists
+            Err(e) if is_not_found(&e) => return Ok(Wait::Gone),
+            Err(e) => {
+                return Err(LaunchError::docker(
+                    format!("listing tasks of {service_name}"),
+                    e,
+                ))
+            }
+        };
+        if tasks.is_empty() {
+            match docker.inspect_service(service_id, None).await {
+                Err(e) if is_not_found(&e) => return Ok(Wait::Gone),
+                Err(e) => {
+                    return Err(LaunchError::docker(
+                        format!("inspecting service {service_name}"),
+                        e,
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        // One replica, never restarted: the newest task is the build's.
+        let newest = tasks
+            .iter()
+            .max_by_key(|t| t.version.as_ref().and_then(|v| v.index).unwrap_or(0));
+        if let Some(task) = newest {
+            match classify(task) {
+                TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
+                TaskProgress::Gone => return Ok(Wait::Gone),
+                TaskProgress::Failed(err) => {
+                    return Err(LaunchError::TaskFailed {
+                        service: service_name.to_string(),
+                        err,
+                    })
+                }
+                TaskProgress::RanItself(state) => {
+                    return Err(LaunchError::ImageHasForgexec {
+                        service: service_name.to_string(),
+                        state,
+                    })
+                }
+                TaskProgress::Waiting(text) => {
+                    if text != last {
+                        tracing::debug!("{service_name}: task {text}");
+                    }
+                    last = text;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(LaunchError::TaskTimeout {
+                service: service_name.to_string(),
+                seconds: timeout.as_secs(),
+                state: last,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Whether a service still exists.
+pub async fn exists(docker: &Docker, id: &str) -> Result<bool, LaunchError> {
+    match docker.inspect_service(id, None).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(LaunchError::Docker {
+            action: format!("inspecting service {id}"),
+            message: docker_message(&e),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerStatus, TaskStatus};
+
+    fn task(state: TaskState, err: Option<&str>, container: Option<&str>) -> Task {
+        Task {
+            id: Some("t1".into()),
+            node_id: Some("n1".into()),
+            desired_state: Some(TaskState::RUNNING),
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: err.map(str::to_string),
+                container_status: container.map(|c| ContainerStatus {
+                    container_id: Some(c.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const MISSING: &str = "starting container failed: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"/forgexec\": stat /forgexec: no such file or directory: unknown";
+
+    #[test]
+    fn the_expected_start_failure_means_ready() {
+        let t = task(TaskState::FAILED, Some(MISSING), Some("c1"));
+        assert_eq!(
+            classify(&t),
+            TaskProgress::Ready(Placed {
+                task_id: "t1".into(),
+                node_id: "n1".into(),
+                container_id: "c1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn other_failures_carry_dockers_error() {
+        let t = task(
+            TaskState::REJECTED,
+            Some("No such image: nope:latest"),
+            None,
+        );
+        assert_eq!(
+            classify(&t),
+            TaskProgress::Failed("No such image: nope:latest".into())
+        );
+        // the expected error without a container is still a failure
+        let t = task(TaskState::FAILED, Some(MISSING), None);
+        assert!(matches!(classify(&t), TaskProgress::Failed(_)));
+    }
+
+    #[test]
+    fn early_states_wait_and_late_ones_are_reported() {
+        let t = task(TaskState::PENDING, Some("no suitable node"), None);
+        assert_eq!(
+            classify(&t),
+            TaskProgress::Waiting("pending: no suitable node".into())
+        );
+        let t = task(TaskState::RUNNING, None, Some("c1"));
+        assert_eq!(classify(&t), TaskProgress::RanItself("running".into()));
+        let t = task(TaskState::STARTING, None, Some("c2"));
+        assert!(matches!(classify(&t), TaskProgress::Ready(p) if p.container_id == "c2"));
+        let t = task(TaskState::STARTING, None, None);
+        assert_eq!(classify(&t), TaskProgress::Waiting("starting".into()));
+        let mut t = task(TaskState::PREPARING, None, None);
+        t.desired_state = Some(TaskState::SHUTDOWN);
+        assert_eq!(classify(&t), TaskProgress::Gone);
+    }
+
+    #[test]
+    fn the_spec_has_the_build_settings_and_no_credential() {
+        let req = ServiceRequest {
+            name: "forge-o-r-1-x".into(),
+            image: "img:1".into(),
+            env: vec!["FORGE_SHA=abc".into()],
+            labels: HashMap::from([("forge.repo".into(), "o/r".into())]),
+            networks: vec!["host".into()],
+            ports: vec![PortMapping {
+                published: 8080,
+                target: 80,
+            }],
+            limits: Limits {
+                memory_bytes: Some(1 << 30),
+                ..Limits::default()
+            },
+        };
+        let spec = service_spec(&req);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["TaskTemplate"]["ContainerSpec"]["Command"][0],
+            "/forgexec"
+        );
+        assert_eq!(json["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
+        assert_eq!(json["TaskTemplate"]["Networks"][0]["Target"], "host");
+        assert_eq!(
+            json["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"],
+            1 << 30
+        );
+        assert_eq!(json["EndpointSpec"]["Ports"][0]["PublishedPort"], 8080);
+        assert_eq!(json["EndpointSpec"]["Ports"][0]["TargetPort"], 80);
+        assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
+        assert!(json["TaskTemplate"]["ContainerSpec"]
+            .get("Secrets")
+            .is_none());
+    }
+}

@@ -1,0 +1,476 @@
+//! `forge-launch swarm`: one build as one swarm service. Validates the spec
+//! before touching Docker, removes the pull request's stale services,
+//! creates the service, settles races (the newest service of a pull request
+//! wins), waits for the task's container, copies forgexec and the token in
+//! on the task's node and starts it; with `--wait` follows the build to its
+//! end. Every failure after the service exists removes it again.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::event::PullRequest;
+use super::forge::{status_context, CommitStatus, Forge, SpecFetch, StatusState};
+use super::node::{self, NodeAccess};
+use super::plan::{self, Endpoints};
+use super::service::{self, Limits, ServiceRequest, Wait};
+use super::{archive, LaunchError};
+use crate::secret::Secret;
+use crate::spec::Spec;
+
+/// Where the `.forge.yml` comes from.
+#[derive(Debug, Clone)]
+pub enum SpecSource {
+    File(PathBuf),
+    /// The contents API at the head commit (needs `--api-url`).
+    Api,
+}
+
+/// Everything `forge-launch swarm` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    pub pr: PullRequest,
+    pub action: String,
+    pub endpoints: Endpoints,
+    pub spec: SpecSource,
+    pub token: Option<Secret>,
+    pub forgexec: PathBuf,
+    pub networks: Vec<String>,
+    pub limits: Limits,
+    pub node_access: NodeAccess,
+    pub wait: bool,
+    pub start_timeout: Duration,
+}
+
+/// How a launch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Started; without `--wait` the launcher returns here.
+    Started { service: String },
+    /// `--wait`: the build ended with this exit code; service removed.
+    Finished { service: String, exit_code: i64 },
+    /// A newer launch for the same pull request took over.
+    Superseded { service: String },
+}
+
+/// Parses the spec with the same library code as `forgexec validate` and
+/// insists on an image.
+pub fn parse_spec(label: &str, bytes: &[u8]) -> Result<Spec, LaunchError> {
+    let spec = crate::spec::parse(label, bytes).map_err(|e| LaunchError::Spec(e.to_string()))?;
+    if spec.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        return Err(LaunchError::NoImage {
+            label: label.to_string(),
+        });
+    }
+    Ok(spec)
+}
+
+/// Reads the static forgexec binary.
+pub fn read_forgexec(path: &std::path::Path) -> Result<Vec<u8>, LaunchError> {
+    std::fs::read(path).map_err(|source| LaunchError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs `forge-launch swarm`.
+pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
+    let forgexec = read_forgexec(&opts.forgexec)?;
+    let forge = Forge::new(opts.token.clone())?;
+    let reporter = Reporter {
+        forge: &forge,
+        opts,
+    };
+    let spec = match load_spec(opts, &forge).await {
+        Ok(spec) => spec,
+        Err(err) => {
+            reporter.error(&err).await;
+            return Err(err);
+        }
+    };
+    let result = launch_with_spec(opts, &spec, &forgexec).await;
+    if let Err(err) = &result {
+        reporter.error(err).await;
+    }
+    result
+}
+
+async fn load_spec(opts: &SwarmOptions, forge: &Forge) -> Result<Spec, LaunchError> {
+    let pr = &opts.pr;
+    match &opts.spec {
+        SpecSource::File(path) => {
+            let bytes = std::fs::read(path).map_err(|source| LaunchError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            parse_spec(&path.display().to_string(), &bytes)
+        }
+        SpecSource::Api => {
+            let api = opts
+                .endpoints
+                .api_url
+                .as_deref()
+                .ok_or(LaunchError::MissingFact {
+                    what: "a .forge.yml source",
+                    flag: "--config FILE or --api-url URL",
+                })?;
+            match forge.fetch_spec(api, &pr.owner, &pr.repo, &pr.sha).await? {
+                SpecFetch::Found(bytes) => parse_spec(".forge.yml", &bytes),
+                SpecFetch::Missing => Err(LaunchError::Spec(format!(
+                    "{}/{}@{}: no .forge.yml at the repository root",
+                    pr.owner, pr.repo, pr.sha
+                ))),
+            }
+        }
+    }
+}
+
+/// Posts the `error` status of a launch that failed before forgexec ran.
+struct Reporter<'a> {
+    forge: &'a Forge,
+    opts: &'a SwarmOptions,
+}
+
+impl Reporter<'_> {
+    async fn error(&self, err: &LaunchError) {
+        let Some(url) = &self.opts.pr.statuses_url else {
+            return;
+        };
+        let status = CommitStatus::new(
+            StatusState::Error,
+            status_context(&self.opts.action),
+            format!("forge-launch: {err}"),
+            self.opts.endpoints.target_url.clone(),
+        );
+        if let Err(post) = self.forge.post_status(url, &status).await {
+            tracing::warn!("could not post the error status: {post}");
+        }
+    }
+}
+
+async fn launch_with_spec(
+    opts: &SwarmOptions,
+    spec: &Spec,
+    forgexec: &[u8],
+) -> Result<Outcome, LaunchError> {
+    let pr = &opts.pr;
+    let docker = node::connect_manager().await?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
+    let local_node = info
+        .swarm
+        .and_then(|s| s.node_id)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| LaunchError::Docker {
+            action: "reading the swarm state".into(),
+            message: "this daemon is not part of a swarm; run `docker swarm init` or point DOCKER_HOST at a manager".into(),
+        })?;
+
+    let build_id = plan::build_id(SystemTime::now(), fastrand::u16(..));
+    let name = plan::service_name(&pr.owner, &pr.repo, pr.number, &build_id);
+    let env = plan::environment(
+        &spec.environment,
+        pr,
+        Some(pr.number),
+        &opts.action,
+        &build_id,
+        &opts.endpoints,
+    );
+    tracing::debug!(
+        "container environment: {:?}",
+        env.keys().collect::<Vec<_>>()
+    );
+    let request = ServiceRequest {
+        name: name.clone(),
+        image: spec.image.clone().unwrap_or_default(),
+        env: plan::env_list(&env),
+        labels: plan::labels(pr, &opts.action, &build_id),
+        networks: opts.networks.clone(),
+        ports: spec.ports.clone(),
+        limits: opts.limits,
+    };
+
+    // A newer push makes the running builds of this pull request stale.
+    let filter = plan::pull_request_filter(&pr.owner, &pr.repo, pr.number);
+    for stale in service::list(&docker, filter.clone()).await? {
+        tracing::info!("removing stale build {}", stale.name);
+        service::remove(&docker, &stale.id).await?;
+    }
+
+    let id = service::create(&docker, service::service_spec(&request)).await?;
+    tracing::info!("created service {name} ({id})");
+    match run_service(opts, &docker, &local_node, &id, &name, forgexec).await {
+        Ok(outcome) => Ok(outcome),
+        // A racing or newer launch removed our service midway: its objects
+        // vanish under us (404s), which is not a failure of this build.
+        Err(err) if !service::exists(&docker, &id).await.unwrap_or(true) => {
+            tracing::info!("{name} was removed while launching ({err})");
+            Ok(Outcome::Superseded { service: name })
+        }
+        Err(err) => {
+            if let Err(cleanup) = service::remove(&docker, &id).await {
+                tracing::warn!("could not remove service {name}: {cleanup}");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// After creation: settle races, place, inject, start, and maybe follow.
+async fn run_service(
+    opts: &SwarmOptions,
+    docker: &Docker,
+    local_node: &str,
+    id: &str,
+    name: &str,
+    forgexec: &[u8],
+) -> Result<Outcome, LaunchError> {
+    let pr = &opts.pr;
+    let superseded = || Outcome::Superseded {
+        service: name.to_string(),
+    };
+    // Every launcher lists after creating its own service and keeps only the
+    // newest; a later launch always sees ours, so exactly one survives.
+    let filter = plan::pull_request_filter(&pr.owner, &pr.repo, pr.number);
+    let mine = service::list(docker, filter).await?;
+    let keys: Vec<(String, String)> = mine
+        .iter()
+        .map(|s| (s.created_at.clone(), s.id.clone()))
+        .collect();
+    match plan::winner(&keys) {
+        Some((_, winner)) if winner == id => {
+            for other in mine.iter().filter(|s| s.id != id) {
+                tracing::info!("removing older racing build {}", other.name);
+                service::remove(docker, &other.id).await?;
+            }
+        }
+        _ => {
+            service::remove(docker, id).await?;
+            return Ok(superseded());
+        }
+    }
+
+    let placed = match service::wait_for_container(docker, id, name, opts.start_timeout).await? {
+        Wait::Ready(placed) => placed,
+        Wait::Gone => return Ok(superseded()),
+    };
+    let endpoint = if placed.node_id == local_node {
+        node::Endpoint::Local
+    } else {
+        let node = docker
+            .inspect_node(&placed.node_id)
+            .await
+            .map_err(|e| LaunchError::docker(format!("inspecting node {}", placed.node_id), e))?;
+        let addr = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addr.clone())
+            .filter(|a| a != "0.0.0.0")
+            .or_else(|| {
+                node.manager_status
+                    .as_ref()
+                    .and_then(|m| m.addr.as_deref())
+                    .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+            });
+        node::select_endpoint(
+            &placed.node_id,
+            local_node,
+            addr.as_deref(),
+            &opts.node_access,
+        )?
+    };
+    let node_docker = node::connect(&endpoint, docker).await?;
+    let tar = archive::executor_archive(forgexec, opts.token.as_ref())
+        .map_err(|e| LaunchError::io("building the executor archive", e))?;
+    inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    tracing::info!("started {name} on node {}", placed.node_id);
+
+    if !opts.wait {
+        return Ok(Outcome::Started {
+            service: name.to_string(),
+        });
+    }
+    let code = tokio::select! {
+        code = follow(&node_docker, &placed.container_id) => code,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(LaunchError::Docker {
+                action: "waiting for the build".into(),
+                message: "interrupted; the service was removed".into(),
+            });
+        }
+    };
+    let code = match code {
+        Ok(code) => code,
+        Err(err) => {
+            if !service::exists(docker, id).await? {
+                return Ok(superseded());
+            }
+            return Err(err);
+        }
+    };
+    if !service::exists(docker, id).await? {
+        return Ok(superseded());
+    }
+    service::remove(docker, id).await?;
+    Ok(Outcome::Finished {
+        service: name.to_string(),
+        exit_code: code,
+    })
+}
+
+/// Copies the executor archive into the container at `/` and starts it.
+pub async fn inject_and_start(
+    docker: &Docker,
+    container: &str,
+    tar: Vec<u8>,
+) -> Result<(), LaunchError> {
+    upload(docker, container, tar).await?;
+    docker
+        .start_container(container, None)
+        .await
+        .map_err(|e| LaunchError::docker(format!("starting container {container}"), e))
+}
+
+/// Extracts a tar stream at `/` in the container.
+pub async fn upload(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<(), LaunchError> {
+    let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+        .path("/")
+        .build();
+    docker
+        .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+        .await
+        .map_err(|e| LaunchError::docker(format!("copying into container {container}"), e))
+}
+
+/// Streams the container's output to stdout and returns its exit code.
+pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError> {
+    use std::io::Write;
+    // Builds outlive the per-request timeout.
+    let streaming = docker.clone().with_timeout(Duration::from_secs(7 * 86_400));
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = streaming.logs(container, Some(options));
+    while let Some(chunk) = logs.next().await {
+        match chunk {
+            Ok(out) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out.into_bytes());
+                let _ = stdout.flush();
+            }
+            Err(e) => {
+                tracing::warn!("log stream of {container} ended: {e}");
+                break;
+            }
+        }
+    }
+    let mut wait = streaming.wait_container(
+        container,
+        None::<bollard::query_parameters::WaitContainerOptions>,
+    );
+    match wait.next().await {
+        Some(Ok(resp)) => Ok(resp.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(e)) => Err(LaunchError::docker(
+            format!("waiting for container {container}"),
+            e,
+        )),
+        None => Err(LaunchError::Docker {
+            action: format!("waiting for container {container}"),
+            message: "the daemon closed the wait without an exit code".into(),
+        }),
+    }
+}
+
+/// `forge-launch gc`: removes forge build services (of one repository when
+/// `repo` is given) created more than `older_than` ago whose container is
+/// not running (finished, never started, or gone). Returns the names removed.
+pub async fn gc(
+    older_than: Duration,
+    repo: Option<(String, String)>,
+    access: &NodeAccess,
+) -> Result<Vec<String>, LaunchError> {
+    let docker = node::connect_manager().await?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
+    let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    let filter = match &repo {
+        Some((owner, name)) => plan::repo_filter(owner, name),
+        None => plan::all_builds_filter(),
+    };
+    for svc in service::list(&docker, filter).await? {
+        let age = plan::parse_timestamp(&svc.created_at)
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
+        if age < older_than {
+            continue;
+        }
+        if build_is_running(&docker, &local_node, &svc.id, access).await? {
+            continue;
+        }
+        if service::remove(&docker, &svc.id).await? {
+            removed.push(svc.name);
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether the container of a build service is running (our start makes
+/// the swarm task "failed" while the build runs, so ask the node).
+async fn build_is_running(
+    docker: &Docker,
+    local_node: &str,
+    service_id: &str,
+    access: &NodeAccess,
+) -> Result<bool, LaunchError> {
+    let filters =
+        std::collections::HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| LaunchError::docker("listing tasks", e))?;
+    for task in tasks {
+        let Some(container) = task
+            .status
+            .and_then(|s| s.container_status)
+            .and_then(|c| c.container_id)
+        else {
+            continue;
+        };
+        let node_id = task.node_id.unwrap_or_default();
+        let endpoint = if node_id == local_node {
+            node::Endpoint::Local
+        } else {
+            let addr = docker
+                .inspect_node(&node_id)
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .and_then(|s| s.addr);
+            node::select_endpoint(&node_id, local_node, addr.as_deref(), access)?
+        };
+        let node_docker = node::connect(&endpoint, docker).await?;
+        match node_docker.inspect_container(&container, None).await {
+            Ok(c) => {
+                if c.state.and_then(|s| s.running).unwrap_or(false) {
+                    return Ok(true);
+                }
+            }
+            Err(e) if super::error::is_not_found(&e) => {}
+            Err(e) => return Err(LaunchError::docker(format!("inspecting {container}"), e)),
+        }
+    }
+    Ok(false)
+}
