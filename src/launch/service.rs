@@ -19,6 +19,12 @@ use super::error::{docker_message, is_not_found};
 use super::LaunchError;
 use crate::spec::PortMapping;
 
+/// Time a removed or stopped build gets between SIGTERM and SIGKILL: room
+/// for forgexec's own grace period (FORGE_GRACE, 10 s by default) plus the
+/// uploads and the final status of a cancelled build. Docker's default
+/// (10 s) would kill it before it reports.
+pub const STOP_GRACE_PERIOD_NANOS: i64 = 60 * 1_000_000_000;
+
 /// The command of every build container.
 pub const COMMAND: &str = "/forgexec";
 
@@ -90,6 +96,7 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
                 command: Some(vec![COMMAND.to_string()]),
                 env: Some(req.env.clone()),
                 labels: Some(req.labels.clone()),
+                stop_grace_period: Some(STOP_GRACE_PERIOD_NANOS),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -459,6 +466,10 @@ mod tests {
             "/forgexec"
         );
         assert_eq!(json["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
+        assert_eq!(
+            json["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"],
+            60_000_000_000i64
+        );
         assert_eq!(json["TaskTemplate"]["Networks"][0]["Target"], "host");
         assert_eq!(
             json["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"],
