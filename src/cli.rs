@@ -254,17 +254,28 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 /// Quiet by default (warnings only); `-v` or `RUST_LOG` for more.
+/// `RUST_LOG` takes comma-separated `level` and `target=level` directives
+/// (`debug`, `forgexec::http=trace,warn`); span and field filters are not
+/// supported (they would carry a regex engine into the static binary).
 fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
-        0 => "warn",
-        1 => "debug",
-        _ => "trace",
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .without_time(),
+        )
         .try_init();
 }

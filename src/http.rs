@@ -320,16 +320,18 @@ impl HttpClient {
     /// 10 s, 60 s without progress on any read or write; HTTP error statuses
     /// are returned as responses for the caller to inspect.
     pub fn new(extra_ca_pem: Option<&Path>) -> Result<HttpClient, HttpError> {
-        let mut tls = TlsConfig::builder();
-        if let Some(path) = extra_ca_pem {
-            let mut roots = load_pem_certificates(path)?;
-            roots.extend(
-                webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .map(|der| Certificate::from_der(der.as_ref()).to_owned()),
-            );
-            tls = tls.root_certs(RootCerts::Specific(Arc::new(roots)));
-        }
+        // The Mozilla roots always come from webpki-root-certs (ureq's own
+        // copy, webpki-roots, is left out of the binary).
+        let mut roots = match extra_ca_pem {
+            Some(path) => load_pem_certificates(path)?,
+            None => Vec::new(),
+        };
+        roots.extend(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|der| Certificate::from_der(der.as_ref()).to_owned()),
+        );
+        let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(roots)));
         let agent = Agent::config_builder()
             .tls_config(tls.build())
             .http_status_as_error(false)

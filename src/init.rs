@@ -3,7 +3,7 @@
 //! asked for. So forgexec splits in two at start-up: a tiny init (this
 //! module) that reaps zombies, forwards termination signals to the build
 //! process, and when the build process exits kills whatever is left in the
-//! container, and the build process itself, which runs duct children as
+//! container, and the build process itself, which runs the build's commands as
 //! usual. Also here: marking the process non-dumpable so that build commands
 //! running as the same user cannot read its memory or environment.
 

@@ -33,6 +33,8 @@ pub enum ConsoleMode {
     /// command failed (the pre-push hook).
     FailingCommand,
 }
+/// Bytes of command output read at once.
+const READ_BUFFER: usize = 128 * 1024;
 
 /// Replaces known secret values with [`MASK`].
 #[derive(Clone, Default)]
@@ -116,6 +118,8 @@ pub struct OutputSink {
     inner: Mutex<SinkInner>,
     masker: Masker,
     mode: ConsoleMode,
+    /// A line buffer kept between commands.
+    spare: Mutex<Option<LineBuffer>>,
 }
 
 struct SinkInner {
@@ -153,6 +157,7 @@ impl OutputSink {
             }),
             masker,
             mode,
+            spare: Mutex::new(None),
         })
     }
 
@@ -283,55 +288,125 @@ impl OutputSink {
     /// line, flushes the console whenever no more input is waiting, so
     /// output appears as it comes while large volumes are batched.
     pub fn pump(&self, mut source: impl Read) -> io::Result<u64> {
-        let mut buf = vec![0u8; 128 * 1024];
-        let mut filled = 0usize; // bytes in buf[..filled] not yet emitted
-        let mut out = Vec::with_capacity(buf.len() + 1024);
+        let mut lines = self.line_buffer();
         let mut total = 0u64;
-        loop {
-            if filled == buf.len() {
-                // No newline in a full buffer: emit a chunk of the long line.
-                let cut = self
-                    .masker
-                    .safe_cut(&buf[..filled], MAX_LINE.min(filled))
-                    .max(1);
-                self.masker.write_masked(&buf[..cut], &mut out)?;
-                out.push(b'\n');
-                self.write_raw(&out, false);
-                out.clear();
-                buf.copy_within(cut..filled, 0);
-                filled -= cut;
+        let result = loop {
+            match lines.read_from(self, &mut source) {
+                Ok(0) => break lines.finish(self),
+                Ok(n) => total += n as u64,
+                Err(e) => break Err(e),
             }
-            let n = match source.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => n,
+        };
+        self.recycle(lines);
+        result.map(|()| total)
+    }
+
+    /// A line buffer for one command's output: the one kept from an earlier
+    /// command when there is one (saves allocating and faulting in its
+    /// pages for every command), else a new one.
+    pub fn line_buffer(&self) -> LineBuffer {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.take())
+            .unwrap_or_default()
+    }
+
+    /// Keeps an emptied line buffer for the next command.
+    pub fn recycle(&self, mut lines: LineBuffer) {
+        lines.filled = 0;
+        lines.out.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Some(lines);
+        }
+    }
+}
+
+/// Bytes of a command's output not emitted yet: complete lines are masked
+/// and written to the sink as they arrive, a partial last line waits for
+/// its end (or is cut when it fills the buffer).
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    /// Bytes in `buf[..filled]` not yet emitted.
+    filled: usize,
+    /// Masked output being assembled.
+    out: Vec<u8>,
+}
+
+impl Default for LineBuffer {
+    fn default() -> Self {
+        LineBuffer {
+            buf: vec![0u8; READ_BUFFER],
+            filled: 0,
+            out: Vec::with_capacity(READ_BUFFER + 1024),
+        }
+    }
+}
+
+impl LineBuffer {
+    /// Reads once from `source` (retrying an interrupted read) and writes
+    /// every line completed by it to `sink`. Returns the bytes read, 0 at
+    /// EOF.
+    pub fn read_from(&mut self, sink: &OutputSink, source: &mut impl Read) -> io::Result<usize> {
+        let masker = &sink.masker;
+        if self.filled == self.buf.len() {
+            // No newline in a full buffer: emit a chunk of the long line.
+            let filled = self.filled;
+            let cut = masker
+                .safe_cut(&self.buf[..filled], MAX_LINE.min(filled))
+                .max(1);
+            masker.write_masked(&self.buf[..cut], &mut self.out)?;
+            self.out.push(b'\n');
+            sink.write_raw(&self.out, false);
+            self.out.clear();
+            self.buf.copy_within(cut..filled, 0);
+            self.filled -= cut;
+        }
+        let n = loop {
+            match source.read(&mut self.buf[self.filled..]) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
-            };
-            total += n as u64;
-            let scan_from = filled;
-            filled += n;
-            // Emit every complete line; keep the partial last line.
-            if let Some(last_nl) = buf[scan_from..filled].iter().rposition(|&b| b == b'\n') {
-                let end = scan_from + last_nl + 1;
-                if self.masker.is_empty() {
-                    self.write_raw(&buf[..end], true);
-                } else {
-                    for line in buf[..end].split_inclusive(|&b| b == b'\n') {
-                        self.masker.write_masked(line, &mut out)?;
-                    }
-                    self.write_raw(&out, true);
-                    out.clear();
-                }
-                buf.copy_within(end..filled, 0);
-                filled -= end;
             }
+        };
+        if n == 0 {
+            return Ok(0);
         }
-        if filled > 0 {
-            self.masker.write_masked(&buf[..filled], &mut out)?;
-            out.push(b'\n');
-            self.write_raw(&out, true);
+        let scan_from = self.filled;
+        self.filled += n;
+        let filled = self.filled;
+        // Emit every complete line; keep the partial last line.
+        if let Some(last_nl) = self.buf[scan_from..filled]
+            .iter()
+            .rposition(|&b| b == b'\n')
+        {
+            let end = scan_from + last_nl + 1;
+            if masker.is_empty() {
+                sink.write_raw(&self.buf[..end], true);
+            } else {
+                // All complete lines in one pass: no secret pattern holds a
+                // newline, so no match can span two lines.
+                masker.write_masked(&self.buf[..end], &mut self.out)?;
+                sink.write_raw(&self.out, true);
+                self.out.clear();
+            }
+            self.buf.copy_within(end..filled, 0);
+            self.filled -= end;
         }
-        Ok(total)
+        Ok(n)
+    }
+
+    /// At EOF: emits a last line that had no newline.
+    pub fn finish(&mut self, sink: &OutputSink) -> io::Result<()> {
+        if self.filled > 0 {
+            sink.masker
+                .write_masked(&self.buf[..self.filled], &mut self.out)?;
+            self.out.push(b'\n');
+            sink.write_raw(&self.out, true);
+            self.out.clear();
+            self.filled = 0;
+        }
+        Ok(())
     }
 }
 

@@ -1,23 +1,28 @@
 //! Running one command: in its own process group (so a timeout or a
 //! cancellation reaches everything it started), with stdin closed and stdout
 //! and stderr merged into one pipe that is pumped into the output sink, under
-//! the command's and the build's deadlines. Process handling is duct's.
+//! the command's and the build's deadlines. duct starts and reaps the
+//! process; the runner's one thread polls the output pipe and a pidfd of the
+//! command, so a command costs no extra thread.
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use os_pipe::PipeReader;
 
 use super::cancel::Cancellation;
-use super::output::OutputSink;
+use super::output::{LineBuffer, OutputSink};
 
 /// How often a waiting runner wakes to check for cancellation; a command's
-/// exit wakes it at once.
+/// output or exit wakes it at once.
 const WAKE_INTERVAL: Duration = Duration::from_millis(100);
 /// After a command exits, how long its output may still drain (background
 /// processes it left may hold the pipe open).
@@ -63,6 +68,11 @@ impl Finish {
 /// Runs the invocation to completion, streaming its output into `sink`.
 /// Returns the process group id it used (to clean up leftovers at the end)
 /// and how it finished.
+///
+/// One thread does everything: it polls the output pipe and a pidfd of the
+/// command (Linux 5.3+; without one, it checks on the command in short,
+/// growing slices), so a command costs no thread and wakes the runner the
+/// moment it prints or exits.
 pub fn run(
     inv: &Invocation,
     sink: &Arc<OutputSink>,
@@ -89,8 +99,9 @@ pub fn run(
             )
         }
     };
+    let program = program_path(program, &inv.dir);
     let handle = {
-        let expression = duct::cmd(program, args)
+        let expression = duct::cmd(&program, args)
             .dir(&inv.dir)
             .full_env(inv.env.iter().cloned())
             .stdin_null()
@@ -104,22 +115,29 @@ pub fn run(
             });
         match expression.start() {
             Ok(handle) => handle,
-            Err(e) => return (None, Finish::SpawnFailed(spawn_error(program, &e))),
+            Err(e) => {
+                return (
+                    None,
+                    Finish::SpawnFailed(spawn_error(program_name(inv), &e)),
+                )
+            }
         }
         // `expression` (holding our copies of the pipe's write end) is
         // dropped here, so the reader sees EOF when the command's side closes.
     };
-    let pgid = handle.pids().first().map(|&p| p as i32);
-    let pump_sink = Arc::clone(sink);
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = pump_sink.pump(reader);
-        let _ = done_tx.send(());
-    });
+    let pgid = handle
+        .pids()
+        .first()
+        .and_then(|&pid| i32::try_from(pid).ok());
+    let exit_fd = pgid.and_then(pidfd_open);
+    let mut output = Some(reader);
+    let mut lines = sink.line_buffer();
 
     let started = Instant::now();
     let command_deadline = inv.timeout.map(|t| started + t);
     let mut cancelled: Option<(i32, Instant)> = None;
+    // Without a pidfd: how long to wait before checking on the command.
+    let mut check_every = Duration::from_millis(1);
     let finish = loop {
         let now = Instant::now();
         if cancelled.is_none() {
@@ -160,27 +178,150 @@ pub fn run(
         {
             wake = wake.min(deadline);
         }
-        match handle.wait_deadline(wake) {
-            Ok(Some(output)) => {
-                let status = output.status;
-                break match (cancelled, status.code(), status.signal()) {
-                    (Some((signal, _)), _, _) => Finish::Cancelled(signal),
-                    (None, Some(code), _) => Finish::Exited(code),
-                    (None, None, Some(sig)) => Finish::Signaled(sig),
-                    (None, None, None) => Finish::Exited(-1),
-                };
+        if exit_fd.is_none() {
+            wake = wake.min(now + check_every);
+            check_every = (check_every * 2).min(WAKE_INTERVAL);
+        }
+        let (readable, exited) = wait_for(output.as_ref(), exit_fd.as_ref(), wake - now);
+        if readable {
+            if let Some(reader) = output.as_mut() {
+                match lines.read_from(sink, reader) {
+                    Ok(0) | Err(_) => {
+                        let _ = lines.finish(sink);
+                        output = None;
+                    }
+                    Ok(_) => {}
+                }
             }
-            Ok(None) => continue,
-            Err(e) => {
-                kill_group(pgid);
-                break Finish::SpawnFailed(format!("lost track of the process: {e}"));
+        }
+        if exited || exit_fd.is_none() {
+            match handle.try_wait() {
+                Ok(Some(output)) => {
+                    let status = output.status;
+                    break match (cancelled, status.code(), status.signal()) {
+                        (Some((signal, _)), _, _) => Finish::Cancelled(signal),
+                        (None, Some(code), _) => Finish::Exited(code),
+                        (None, None, Some(sig)) => Finish::Signaled(sig),
+                        (None, None, None) => Finish::Exited(-1),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    kill_group(pgid);
+                    break Finish::SpawnFailed(format!("lost track of the process: {e}"));
+                }
             }
         }
     };
+    drop(exit_fd);
     // Let the output drain; a background process may keep the pipe open, in
     // which case its further output still goes to the log as it comes.
-    let _ = done_rx.recv_timeout(DRAIN_AFTER_EXIT);
+    if let Some(reader) = output {
+        drain(reader, lines, sink);
+    } else {
+        sink.recycle(lines);
+    }
     (pgid, finish)
+}
+
+/// Reads what the command left in the pipe until EOF, for up to
+/// [`DRAIN_AFTER_EXIT`]; then hands the pipe to a thread that keeps copying
+/// whatever background processes still write.
+fn drain(mut reader: PipeReader, mut lines: LineBuffer, sink: &Arc<OutputSink>) {
+    let until = Instant::now() + DRAIN_AFTER_EXIT;
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        let (readable, _) = wait_for(Some(&reader), None, until - now);
+        if readable {
+            match lines.read_from(sink, &mut reader) {
+                Ok(0) | Err(_) => {
+                    let _ = lines.finish(sink);
+                    sink.recycle(lines);
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    let sink = Arc::clone(sink);
+    let spawned = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            while let Ok(n) = lines.read_from(&sink, &mut reader) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = lines.finish(&sink);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot keep reading a background process's output: {e}");
+    }
+}
+
+/// Waits up to `timeout` for output or the command's exit; returns which
+/// happened (both false on timeout or interruption by a signal).
+fn wait_for(
+    output: Option<&PipeReader>,
+    exit_fd: Option<&OwnedFd>,
+    timeout: Duration,
+) -> (bool, bool) {
+    let mut fds: Vec<PollFd> = Vec::with_capacity(2);
+    if let Some(reader) = output {
+        fds.push(PollFd::new(reader.as_fd(), PollFlags::POLLIN));
+    }
+    if let Some(fd) = exit_fd {
+        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+    }
+    // Round up, so a deadline is never polled for early in a busy loop.
+    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    if fds.is_empty() {
+        std::thread::sleep(Duration::from_millis(millis as u64));
+        return (false, false);
+    }
+    match poll(&mut fds, timeout) {
+        Ok(n) if n > 0 => {
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let mut ready = fds.iter().map(ready);
+            let readable = output.is_some() && ready.next().unwrap_or(false);
+            let exited = exit_fd.is_some() && ready.next().unwrap_or(false);
+            (readable, exited)
+        }
+        _ => (false, false),
+    }
+}
+
+/// A pidfd for a child process: readable once it has exited. `None` where
+/// the kernel (before 5.3) or a seccomp profile does not offer one.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor, owned by no one else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The program to execute. A relative path with a separator (`./gradlew`,
+/// `bin/tool`) names a file in the command's directory (the workspace or its
+/// `workdir`), as it would in a shell there; duct would otherwise resolve it
+/// against forgexec's own working directory.
+fn program_path(program: &str, dir: &Path) -> OsString {
+    let path = Path::new(program);
+    if path.is_relative() && program.contains('/') {
+        dir.join(path).into_os_string()
+    } else {
+        // A bare name is looked up on the command's PATH.
+        OsString::from(program)
+    }
+}
+
+fn program_name(inv: &Invocation) -> &str {
+    inv.argv.first().map(String::as_str).unwrap_or_default()
 }
 
 fn spawn_error(program: &str, err: &io::Error) -> String {

@@ -95,7 +95,7 @@ fn allowed_failures_are_reported_but_do_not_break_the_chain() {
         Stage::Test,
         &[flaky, command(Run::Exec(vec!["true".into()]))],
     );
-    assert!(result.passed());
+    assert!(result.passed(), "{result:?}\n{}", f.console.contents());
     assert!(
         result
             .describe()
@@ -268,4 +268,19 @@ fn durations_read_naturally() {
     assert_eq!(format_duration(Duration::from_millis(4200)), "4.2s");
     assert_eq!(format_duration(Duration::from_secs(72)), "1m12s");
     assert_eq!(format_duration(Duration::from_secs(3780)), "1h3m");
+}
+
+#[test]
+fn a_relative_program_is_found_in_the_commands_workdir() {
+    let mut f = runner_with(None, &[]);
+    let sub = f._dir.path().join("tools");
+    std::fs::create_dir_all(&sub).unwrap();
+    let script = sub.join("hello.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hello from tools\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = command(Run::Exec(vec!["./hello.sh".into()]));
+    cmd.workdir = Some("tools".into());
+    let result = f.runner.run_stage(Stage::Test, &[cmd]);
+    assert!(result.passed(), "{result:?}");
+    assert!(f.console.contents().contains("hello from tools"));
 }

@@ -1,0 +1,22 @@
+//! The static forgexec is copied into every build container, so its size is
+//! part of the product: it must stay within 4 MiB (docs/benchmarks.md). A
+//! size check only; timings belong to `benches/run`, not to tests.
+
+mod common;
+
+/// The budget for the stripped static binary.
+const MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+#[test]
+fn static_binary_stays_within_4_mib() {
+    let bin = common::static_forgexec();
+    let size = std::fs::metadata(&bin)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", bin.display()))
+        .len();
+    assert!(
+        size <= MAX_BYTES,
+        "{} is {size} bytes, over the {MAX_BYTES}-byte budget; see docs/benchmarks.md \
+         (binary size) for what takes the space and how it was trimmed",
+        bin.display()
+    );
+}
