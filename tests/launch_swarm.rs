@@ -765,3 +765,21 @@ fn an_image_with_a_non_root_user_builds_as_that_user_in_swarm_and_local_mode() {
         );
     }
 }
+
+#[test]
+fn a_named_user_is_looked_up_in_the_images_own_passwd() {
+    // busybox_rootfs's /etc/passwd has nobody as 65534:65534; the host's
+    // passwd plays no part.
+    let fx = Fixture::with_image_changes(
+        "execute:\n  - test ! -e /forge/token && echo ids $(id -u):$(id -g)\n",
+        &["USER nobody"],
+    );
+    let out = run(&mut fx.swarm(41, &["--wait"]));
+    let _guards = guard_all(&fx.services(41));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ids 65534:65534"),
+        "{}",
+        text(&out)
+    );
+}
