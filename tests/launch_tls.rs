@@ -258,7 +258,7 @@ fn the_client_certificate_opens_the_remote_daemon_for_api_calls_and_the_executor
         "/bin/sh",
         image.tag(),
         "-c",
-        "ls -ln /forgexec /forge/token && cat /forge/token && /forgexec --version",
+        "ls -ln /forgexec /forge/token && cat /forge/token && echo && /forgexec --version",
     ]);
 
     let rt = runtime();
@@ -305,8 +305,27 @@ fn the_client_certificate_opens_the_remote_daemon_for_api_calls_and_the_executor
         assert_eq!(code, 0, "logs: {:?}", container.logs());
     });
     let (stdout, stderr) = container.logs();
-    assert!(stdout.contains("tls-token"), "{stdout}\n{stderr}");
-    assert!(stdout.contains("forgexec"), "{stdout}\n{stderr}");
+    // what the archive copied in over TLS: the binary runs, the token is there
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("-r--------") && l.ends_with("/forge/token")),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("/forgexec")),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "tls-token"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("forgexec ")),
+        "{stdout}\n{stderr}"
+    );
     let state = docker(&["inspect", "--format", "{{.State.ExitCode}}", container.id()]);
     assert_eq!(state, "0");
 }
