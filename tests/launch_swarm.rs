@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    busybox_rootfs, docker, import_image, static_forgexec, unique_name, ForgeServer, GitRepo,
+    busybox_rootfs, docker, import_image_with, static_forgexec, unique_name, ForgeServer, GitRepo,
     Image, Nginx, Service,
 };
 use serde_json::Value;
@@ -51,10 +51,19 @@ execute:
 impl Fixture {
     /// `body` is the .forge.yml without its `image:` line.
     fn new(body: &str) -> Fixture {
+        Fixture::with_image_changes(body, &[])
+    }
+
+    /// The same with `docker import --change` instructions for the image.
+    fn with_image_changes(body: &str, changes: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let rootfs = dir.path().join("rootfs");
         busybox_rootfs(&rootfs);
-        let image = import_image(&format!("{}:1", unique_name("forge-launch-bb")), &rootfs);
+        let image = import_image_with(
+            &format!("{}:1", unique_name("forge-launch-bb")),
+            &rootfs,
+            changes,
+        );
         let repo = unique_name("widget");
         let token = format!("tok-{}", unique_name("secret"));
         let forge = ForgeServer::start(&token);
@@ -697,4 +706,80 @@ fn gc_removes_finished_builds_and_keeps_running_ones() {
     let gc = run(Command::new(launcher()).args(["gc", "--older-than", "1h", "--repo", &repo]));
     assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
     assert_eq!(fx.services(31).len(), 1);
+}
+
+const AS_IMAGE_USER: &str = "\
+execute:
+  - test ! -e /forge/token && id -u
+  - touch /forge/written-by-the-build && echo workspace $(pwd) $(stat -c %u .)
+";
+
+#[test]
+fn an_image_with_a_non_root_user_builds_as_that_user_in_swarm_and_local_mode() {
+    let fx = Fixture::with_image_changes(AS_IMAGE_USER, &["USER 1000:1000"]);
+    let out = run(&mut fx.swarm(40, &["--wait"]));
+    let _guards = guard_all(&fx.services(40));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.trim() == "1000"),
+        "the build ran as uid 1000 and the token was deleted:\n{}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains("workspace /forge/workspace 1000"),
+        "{}",
+        text(&out)
+    );
+    let seen = states(&fx.forge.statuses(&fx.sha));
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("forge/execute:success"),
+        "{seen:?}"
+    );
+
+    let repo = format!("{OWNER}/{}", fx.repo);
+    for extra in [&[][..], &["--clean"][..]] {
+        let local = run(Command::new(launcher())
+            .args(["local", "--repo", &repo])
+            .args(extra)
+            .arg("--dir")
+            .arg(fx.git.dir())
+            .arg("--artifacts-dir")
+            .arg(fx.dir.path().join("a"))
+            .arg("--token-file")
+            .arg(&fx.token_file)
+            .arg("--forgexec")
+            .arg(static_forgexec()));
+        assert_eq!(local.status.code(), Some(0), "{extra:?}: {}", text(&local));
+        let stdout = String::from_utf8_lossy(&local.stdout);
+        assert!(
+            stdout.lines().any(|l| l.trim() == "1000"),
+            "{extra:?}: {}",
+            text(&local)
+        );
+        assert!(
+            stdout.contains("workspace /forge/workspace 1000"),
+            "{extra:?}: {}",
+            text(&local)
+        );
+    }
+}
+
+#[test]
+fn a_named_user_is_looked_up_in_the_images_own_passwd() {
+    // busybox_rootfs's /etc/passwd has nobody as 65534:65534; the host's
+    // passwd plays no part.
+    let fx = Fixture::with_image_changes(
+        "execute:\n  - test ! -e /forge/token && echo ids $(id -u):$(id -g)\n",
+        &["USER nobody"],
+    );
+    let out = run(&mut fx.swarm(41, &["--wait"]));
+    let _guards = guard_all(&fx.services(41));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ids 65534:65534"),
+        "{}",
+        text(&out)
+    );
 }

@@ -99,7 +99,20 @@ pub fn docker_message(err: &bollard::errors::Error) -> String {
             status_code,
             message,
         } => format!("{message} (HTTP {status_code})"),
-        other => other.to_string(),
+        other => {
+            // bollard's own message hides the cause (e.g. the TLS alert).
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let part = cause.to_string();
+                if !text.contains(&part) {
+                    text.push_str(": ");
+                    text.push_str(&part);
+                }
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 

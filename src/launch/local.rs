@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use super::event::{split_repo, PullRequest};
 use super::plan::{self, Endpoints};
 use super::service::Limits;
-use super::swarm::{follow, parse_spec, read_forgexec, upload};
+use super::swarm::{container_owner, follow, parse_spec, read_forgexec, upload};
 use super::{archive, node, LaunchError};
 use crate::secret::Secret;
 
@@ -212,11 +212,9 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
             .map(|f| PathBuf::from(String::from_utf8_lossy(f).into_owned()))
             .filter(|f| artifacts_rel.as_ref().is_none_or(|a| !f.starts_with(a)))
             .collect();
-        archive::workspace_archive(&root, &files)
+        archive::workspace_archive(&root, &files, archive::Owner::ROOT)
             .map_err(|e| LaunchError::io("archiving the working tree", e))?
     };
-    let executor = archive::executor_archive(&forgexec, opts.token.as_ref())
-        .map_err(|e| LaunchError::io("building the executor archive", e))?;
 
     let docker = node::connect_manager().await?;
     let mut labels = plan::labels(&pr, &opts.action, &build_id);
@@ -259,7 +257,7 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
         .await
         .map_err(|e| LaunchError::docker(format!("creating a container from {image}"), e))?;
     let id = created.id;
-    let result = run_container(&docker, &id, workspace, executor, opts, &pr, &build_id).await;
+    let result = run_container(&docker, &id, workspace, &forgexec, opts, &pr, &build_id).await;
     let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)
@@ -274,11 +272,17 @@ async fn run_container(
     docker: &Docker,
     id: &str,
     workspace: Vec<u8>,
-    executor: Vec<u8>,
+    forgexec: &[u8],
     opts: &LocalOptions,
     pr: &PullRequest,
     build_id: &str,
 ) -> Result<LocalOutcome, LaunchError> {
+    // The image's USER owns the workspace, /forge and the token.
+    let owner = container_owner(docker, id).await?;
+    let workspace = archive::with_owner(&workspace, owner)
+        .map_err(|e| LaunchError::io("archiving the working tree", e))?;
+    let executor = archive::executor_archive(forgexec, opts.token.as_ref(), owner)
+        .map_err(|e| LaunchError::io("building the executor archive", e))?;
     upload(docker, id, workspace).await?;
     upload(docker, id, executor).await?;
     docker

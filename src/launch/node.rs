@@ -133,26 +133,58 @@ pub async fn connect_manager() -> Result<Docker, LaunchError> {
 
 /// Connects to the endpoint (`local` is returned for [`Endpoint::Local`]).
 pub async fn connect(endpoint: &Endpoint, local: &Docker) -> Result<Docker, LaunchError> {
-    let docker = match endpoint {
+    let (docker, address) = match endpoint {
         Endpoint::Local => return Ok(local.clone()),
-        Endpoint::Tls { address, files } => Docker::connect_with_ssl(
+        Endpoint::Tls { address, files } => (
+            check_pem_files(address, files).and_then(|()| {
+                Docker::connect_with_ssl(
+                    address,
+                    &files.key,
+                    &files.cert,
+                    &files.ca,
+                    REQUEST_TIMEOUT,
+                    API_DEFAULT_VERSION,
+                )
+                .map_err(|e| LaunchError::docker(format!("connecting to {address} with TLS"), e))
+            })?,
             address,
-            &files.key,
-            &files.cert,
-            &files.ca,
-            REQUEST_TIMEOUT,
-            API_DEFAULT_VERSION,
-        )
-        .map_err(|e| LaunchError::docker(format!("connecting to {address} with TLS"), e))?,
-        Endpoint::Plain { address } => {
+        ),
+        Endpoint::Plain { address } => (
             Docker::connect_with_http(address, REQUEST_TIMEOUT, API_DEFAULT_VERSION)
-                .map_err(|e| LaunchError::docker(format!("connecting to {address}"), e))?
-        }
+                .map_err(|e| LaunchError::docker(format!("connecting to {address}"), e))?,
+            address,
+        ),
     };
     docker
         .negotiate_version()
         .await
-        .map_err(|e| LaunchError::docker("negotiating the API version with the node", e))
+        .map_err(|e| LaunchError::docker(format!("negotiating the API version with {address}"), e))
+}
+
+/// bollard reads the client certificate and key only during the handshake
+/// and silently sends none when they do not parse, so check them first.
+fn check_pem_files(address: &str, files: &TlsFiles) -> Result<(), LaunchError> {
+    for (path, label, what) in [
+        (&files.ca, "CERTIFICATE", "--tls-ca (CA certificate)"),
+        (
+            &files.cert,
+            "CERTIFICATE",
+            "--tls-cert (client certificate)",
+        ),
+        (&files.key, "PRIVATE KEY", "--tls-key (client key)"),
+    ] {
+        let text = std::fs::read_to_string(path).map_err(|e| LaunchError::Docker {
+            action: format!("connecting to {address} with TLS"),
+            message: format!("cannot read {what} {}: {e}", path.display()),
+        })?;
+        if !text.contains("-----BEGIN ") || !text.contains(label) {
+            return Err(LaunchError::Docker {
+                action: format!("connecting to {address} with TLS"),
+                message: format!("{what} {} holds no PEM {label}", path.display()),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

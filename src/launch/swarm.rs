@@ -284,7 +284,8 @@ async fn run_service(
         )?
     };
     let node_docker = node::connect(&endpoint, docker).await?;
-    let tar = archive::executor_archive(forgexec, opts.token.as_ref())
+    let owner = container_owner(&node_docker, &placed.container_id).await?;
+    let tar = archive::executor_archive(forgexec, opts.token.as_ref(), owner)
         .map_err(|e| LaunchError::io("building the executor archive", e))?;
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
     tracing::info!("started {name} on node {}", placed.node_id);
@@ -320,6 +321,58 @@ async fn run_service(
         service: name.to_string(),
         exit_code: code,
     })
+}
+
+/// The owner of the files copied into `container`: its configured user
+/// (`USER` of the image or the service), with names looked up in the
+/// container's own `/etc/passwd` and `/etc/group`.
+pub async fn container_owner(
+    docker: &Docker,
+    container: &str,
+) -> Result<archive::Owner, LaunchError> {
+    let inspect = docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(|e| LaunchError::docker(format!("inspecting container {container}"), e))?;
+    let user = inspect.config.and_then(|c| c.user).unwrap_or_default();
+    let numeric = user
+        .split(':')
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    let (passwd, group) = if user.trim().is_empty() || (numeric && user.contains(':')) {
+        (None, None)
+    } else {
+        (
+            read_file(docker, container, "/etc/passwd").await,
+            read_file(docker, container, "/etc/group").await,
+        )
+    };
+    archive::resolve_owner(&user, passwd.as_deref(), group.as_deref()).map_err(|reason| {
+        LaunchError::Docker {
+            action: format!("finding the user of container {container}"),
+            message: reason,
+        }
+    })
+}
+
+/// A small text file of the container (through the archive API), if there.
+async fn read_file(docker: &Docker, container: &str, path: &str) -> Option<String> {
+    use std::io::Read;
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(container, Some(options));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.ok()?);
+    }
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let mut text = String::new();
+    entry.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Copies the executor archive into the container at `/` and starts it.

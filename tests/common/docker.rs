@@ -77,6 +77,12 @@ impl Drop for Image {
 /// Tars `rootfs` (numeric owners, paths relative to it) and pipes it into
 /// `docker import - TAG`. The returned guard removes the image on Drop.
 pub fn import_image(tag: &str, rootfs: &Path) -> Image {
+    import_image_with(tag, rootfs, &[])
+}
+
+/// [`import_image`] with Dockerfile instructions applied on import
+/// (`docker import --change`, e.g. `USER 1000:1000`).
+pub fn import_image_with(tag: &str, rootfs: &Path, changes: &[&str]) -> Image {
     docker_ready();
     let mut tar = Command::new("tar")
         .arg("--numeric-owner")
@@ -88,8 +94,13 @@ pub fn import_image(tag: &str, rootfs: &Path) -> Image {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run tar (apt-get install tar): {e}"));
     let tar_out = tar.stdout.take().expect("tar stdout is piped");
-    let import = Command::new("docker")
-        .args(["import", "-", tag])
+    let mut import = Command::new("docker");
+    import.arg("import");
+    for change in changes {
+        import.args(["--change", change]);
+    }
+    let import = import
+        .args(["-", tag])
         .stdin(Stdio::from(tar_out))
         .output()
         .unwrap_or_else(|e| panic!("cannot run docker import: {e}"));

@@ -16,8 +16,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub use docker::{
-    busybox_rootfs, docker, docker_ready, empty_rootfs_with, import_image, unique_name, Container,
-    Image, Service,
+    busybox_rootfs, docker, docker_ready, empty_rootfs_with, import_image, import_image_with,
+    unique_name, Container, Image, Service,
 };
 pub use forge_server::{Fault, ForgeServer, RecordedRequest, Route};
 pub use git::GitRepo;
