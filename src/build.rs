@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::artifacts::{self, ArtifactStore};
-use crate::context::BuildContext;
+use crate::context::{BuildContext, ContextError, TokenSource};
 use crate::forge::{ForgeClient, StatusState};
 use crate::http::HttpClient;
 use crate::run::cancel::{signal_name, Cancellation};
@@ -156,6 +156,7 @@ pub fn run_from_env() -> u8 {
         Ok(ctx) => ctx,
         Err(err) => {
             eprintln!("forgexec: invalid build environment\n{err}");
+            report_invalid_environment(&err);
             return exit::INVALID;
         }
     };
@@ -175,6 +176,62 @@ pub fn run_from_env() -> u8 {
         }
     };
     Build::new(ctx, token, cancel, std::env::vars_os().collect()).run()
+}
+
+/// Without a valid environment there is no build, but the pull request must
+/// still get a final status: when `FORGE_STATUS_URL` and a credential are
+/// usable, post `error` naming the first bad variable (best effort).
+fn report_invalid_environment(err: &ContextError) {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(status_url) = get("FORGE_STATUS_URL") else {
+        return;
+    };
+    if err
+        .problems
+        .iter()
+        .any(|p| p.variable == "FORGE_STATUS_URL")
+    {
+        return;
+    }
+    let token_file = get("FORGE_TOKEN_FILE");
+    let token_env = get("FORGE_TOKEN");
+    let source = TokenSource::from_vars(token_file.as_deref(), token_env.as_deref(), Path::exists);
+    let token = match source.take() {
+        Ok(Some(token)) => token,
+        Ok(None) => return,
+        Err(err) => {
+            eprintln!("forgexec: no error status posted: {err}");
+            return;
+        }
+    };
+    let Ok(http) = HttpClient::new(get("FORGE_CA_CERT").as_deref().map(Path::new)) else {
+        return;
+    };
+    let api_url = get("FORGE_API_URL").unwrap_or_else(|| crate::context::DEFAULT_API_URL.into());
+    let context = get("FORGE_STATUS_CONTEXT").unwrap_or_else(|| {
+        format!(
+            "forge/{}",
+            get("FORGE_ACTION").unwrap_or_else(|| "execute".into())
+        )
+    });
+    let mut description = match err.problems.first() {
+        Some(p) => format!("invalid build environment: {} {}", p.variable, p.problem),
+        None => "invalid build environment".to_string(),
+    };
+    if err.problems.len() > 1 {
+        description.push_str(&format!(" (+{} more)", err.problems.len() - 1));
+    }
+    let masker = Masker::new([token.expose()]);
+    let forge = ForgeClient::new(&api_url, Some(token), http);
+    let reporter = StatusReporter::start(
+        Some((forge, status_url)),
+        context,
+        get("FORGE_TARGET_URL"),
+        masker,
+    );
+    if let Err(err) = reporter.finish(StatusState::Error, description, None) {
+        eprintln!("forgexec: the error status could not be posted: {err}");
+    }
 }
 
 /// One build with everything it needs; tests drive it directly.

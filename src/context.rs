@@ -56,6 +56,48 @@ pub enum TokenSource {
     Env(Secret),
 }
 
+impl TokenSource {
+    /// Where the credential comes from: `FORGE_TOKEN_FILE`, else
+    /// `FORGE_TOKEN`, else the launcher's `/forge/token` when it exists.
+    pub fn from_vars(
+        token_file: Option<&str>,
+        token: Option<&str>,
+        file_exists: impl Fn(&Path) -> bool,
+    ) -> TokenSource {
+        match (token_file, token) {
+            (Some(path), _) => TokenSource::File(PathBuf::from(path)),
+            (None, Some(token)) => TokenSource::Env(Secret::new(token.trim())),
+            (None, None) if file_exists(Path::new(DEFAULT_TOKEN_FILE)) => {
+                TokenSource::File(PathBuf::from(DEFAULT_TOKEN_FILE))
+            }
+            (None, None) => TokenSource::None,
+        }
+    }
+
+    /// Reads the token; a token file is deleted once read.
+    pub fn take(self) -> Result<Option<Secret>, TokenError> {
+        match self {
+            TokenSource::None => Ok(None),
+            TokenSource::Env(secret) => Ok(Some(secret)),
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| TokenError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                std::fs::remove_file(&path).map_err(|source| TokenError::Delete {
+                    path: path.clone(),
+                    source,
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(TokenError::Empty { path });
+                }
+                Ok(Some(Secret::new(token)))
+            }
+        }
+    }
+}
+
 /// One problem with one variable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VarProblem {
@@ -251,14 +293,8 @@ impl BuildContext {
             },
         };
 
-        let token_source = match (get("FORGE_TOKEN_FILE"), get("FORGE_TOKEN")) {
-            (Some(path), _) => TokenSource::File(PathBuf::from(path)),
-            (None, Some(token)) => TokenSource::Env(Secret::new(token.trim())),
-            (None, None) if file_exists(Path::new(DEFAULT_TOKEN_FILE)) => {
-                TokenSource::File(PathBuf::from(DEFAULT_TOKEN_FILE))
-            }
-            (None, None) => TokenSource::None,
-        };
+        let token_source =
+            TokenSource::from_vars(get("FORGE_TOKEN_FILE"), get("FORGE_TOKEN"), &file_exists);
 
         if !problems.is_empty() {
             return Err(ContextError { problems });
@@ -287,25 +323,7 @@ impl BuildContext {
     /// Reads the token and, when it came from a file, deletes the file, so
     /// that no build command can open it. Must run before the first command.
     pub fn take_token(&mut self) -> Result<Option<Secret>, TokenError> {
-        match std::mem::replace(&mut self.token_source, TokenSource::None) {
-            TokenSource::None => Ok(None),
-            TokenSource::Env(secret) => Ok(Some(secret)),
-            TokenSource::File(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| TokenError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                std::fs::remove_file(&path).map_err(|source| TokenError::Delete {
-                    path: path.clone(),
-                    source,
-                })?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(TokenError::Empty { path });
-                }
-                Ok(Some(Secret::new(token)))
-            }
-        }
+        std::mem::replace(&mut self.token_source, TokenSource::None).take()
     }
 
     /// The build facts every command sees (never the credential).

@@ -316,6 +316,18 @@ fn a_missing_variable_is_named_and_nothing_runs() {
         out.all()
     );
     assert!(!build.workspace().join("ran").exists());
+    // The pull request still gets a final status saying what is wrong.
+    assert_eq!(
+        final_status(&build.statuses()),
+        (
+            "error".into(),
+            "invalid build environment: FORGE_SHA is not set (+1 more)".into()
+        )
+    );
+    assert!(
+        !build.token_file().exists(),
+        "the token file is still removed"
+    );
 }
 
 #[test]
