@@ -5,9 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use walkdir::WalkDir;
 
+use super::pattern::GlobSet;
 use super::ArtifactError;
 use crate::spec::Artifacts;
 
@@ -25,23 +25,16 @@ pub struct ArtifactFile {
 }
 
 fn glob_set(patterns: &[String]) -> Result<GlobSet, ArtifactError> {
-    let mut builder = GlobSetBuilder::new();
+    let mut set = GlobSet::new();
     for pattern in patterns {
         let normalized = pattern.trim_start_matches("./").trim_end_matches('/');
-        let glob = GlobBuilder::new(normalized)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
+        set.add(normalized)
             .map_err(|source| ArtifactError::Pattern {
                 pattern: pattern.clone(),
                 source,
             })?;
-        builder.add(glob);
     }
-    builder.build().map_err(|source| ArtifactError::Pattern {
-        pattern: patterns.join(", "),
-        source,
-    })
+    Ok(set)
 }
 
 /// Whether `rel` or one of its parent directories matches: a glob naming a

@@ -1,13 +1,14 @@
 //! Build artifacts: what `artifacts:` in `.forge.yml` selects, zipped and
 //! uploaded. [`collect`] resolves the globs and excludes against the
 //! workspace (deterministically sorted, refusing symlinks that lead out of
-//! it); [`pack`] writes the zip, compressing files in parallel and storing
+//! it) with the globs of [`pattern`]; [`pack`] writes the zip, compressing files in parallel and storing
 //! already-compressed ones as they are; [`ArtifactStore`] puts the zip and
 //! the build log under [`object_prefix`] on an HTTP store (WebDAV-style
 //! `PUT`) or into a `file://` directory.
 
 mod collect;
 mod pack;
+pub mod pattern;
 mod store;
 
 use std::io;
@@ -26,7 +27,7 @@ pub enum ArtifactError {
     Pattern {
         pattern: String,
         #[source]
-        source: globset::Error,
+        source: pattern::PatternError,
     },
     #[error(
         "refusing artifact {link:?}: it is a symlink to {}, outside the workspace; \

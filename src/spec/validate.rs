@@ -1035,11 +1035,11 @@ impl Validator<'_> {
                     format!("`{glob}` uses `..`, which leaves the workspace"),
                     Some(help.to_string()),
                 );
-            } else if let Err(err) = globset::Glob::new(glob) {
+            } else if let Err(err) = crate::artifacts::pattern::check(glob) {
                 self.error(
                     &here,
                     Target::Value,
-                    format!("`{glob}` is not a valid glob: {}", err.kind()),
+                    format!("`{glob}` is not a valid glob: {err}"),
                     Some("globs use `*`, `**`, `?`, `[abc]` and `{a,b}`; match a literal `[` with `[[]`".to_string()),
                 );
             } else {
