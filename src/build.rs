@@ -753,7 +753,11 @@ impl Build {
             None => sink.line("==> [artifacts] FORGE_ARTIFACTS_URL is not set; not uploaded"),
             Some(store) => {
                 let url = store
-                    .put_file(&format!("{prefix}/artifacts.zip"), &zip_path)
+                    .put_file_with_digest(
+                        &format!("{prefix}/artifacts.zip"),
+                        &zip_path,
+                        summary.sha256,
+                    )
                     .map_err(|e| e.to_string())?;
                 sink.line(&format!("==> [artifacts] uploaded to {url}"));
             }

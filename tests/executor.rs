@@ -582,8 +582,17 @@ fn artifacts_are_packed_with_excludes_and_uploaded_with_the_log() {
         "{}",
         out.all()
     );
+    assert_eq!(
+        nginx.checksum_header("/execute/b1/artifacts.zip"),
+        sha256sum(&object.join("artifacts.zip")),
+        "X-Checksum-Sha256 is the stored zip's"
+    );
     let log = std::fs::read_to_string(object.join("build.log")).expect("build.log uploaded");
     assert!(log.contains("==> [test 1/2]"), "{log}");
+    assert_eq!(
+        nginx.checksum_header("/execute/b1/build.log"),
+        sha256sum(&object.join("build.log"))
+    );
     let (_, description) = final_status(&build.statuses());
     let target = build.server.statuses(SHA).last().unwrap()["target_url"]
         .as_str()

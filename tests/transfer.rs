@@ -754,6 +754,51 @@ fn six_hundred_mixed_files_pack_and_unzip_correctly() {
     );
 }
 
+#[test]
+fn a_large_archive_is_hashed_while_packed_and_uploaded_with_its_checksum() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workspace = dir.path().join("ws");
+    let mut rng = fastrand::Rng::with_seed(11);
+    // 24 MB in 48 files: several chunks, merged front to back.
+    for i in 0..48 {
+        let path = workspace.join(format!("out/{i:02}.bin"));
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let content: Vec<u8> = if i % 2 == 0 {
+            (0..500_000).map(|_| rng.u8(..)).collect()
+        } else {
+            format!("line {i}\n").repeat(60_000).into_bytes()
+        };
+        fs::write(&path, content).expect("write");
+    }
+    let spec = Artifacts {
+        paths: vec!["out".into()],
+        exclude: vec![],
+        when: When::Always,
+    };
+    let files = collect(&workspace, &spec).expect("collect");
+    let out = dir.path().join("artifacts.zip");
+    let summary = pack(&files, &out).expect("pack");
+    let digest = summary
+        .sha256
+        .expect("a merged archive is hashed while written");
+    assert_eq!(hex::encode(digest), common::sha256sum(&out));
+
+    let store = ArtifactStore::from_base(&format!("{}/store", nginx.url()), http()).expect("store");
+    store
+        .put_file_with_digest("big/artifacts.zip", &out, summary.sha256)
+        .expect("PUT");
+    let stored = nginx.root().join("store/big/artifacts.zip");
+    assert_eq!(
+        nginx.checksum_header("/store/big/artifacts.zip"),
+        common::sha256sum(&stored)
+    );
+    assert_eq!(
+        fs::read(&stored).expect("stored"),
+        fs::read(&out).expect("local")
+    );
+}
+
 /// A private CA and a server certificate for 127.0.0.1, made with openssl.
 fn private_pki(dir: &Path) {
     common::require_program("openssl", "apt-get install openssl");

@@ -7,6 +7,7 @@
 //! `PUT`) or into a `file://` directory.
 
 mod collect;
+pub mod digest;
 mod pack;
 pub mod pattern;
 mod store;

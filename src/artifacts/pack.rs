@@ -4,7 +4,8 @@
 //! recompression), chunk by chunk, so the entry order stays sorted. Files
 //! that are already compressed (by extension, or whose first 64 KiB look
 //! random) are stored; everything else is deflated. Content is streamed,
-//! never held whole in memory.
+//! never held whole in memory, and the final archive is hashed as it is
+//! written (see [`super::digest`]).
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -16,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
+use super::digest::{HashingWriter, Sha256Digest};
 use super::{ArtifactError, ArtifactFile};
 
 /// Bytes read ahead of compression to judge whether a file is compressible.
@@ -54,6 +56,9 @@ pub struct PackSummary {
     pub input_bytes: u64,
     /// Size of the archive.
     pub zip_bytes: u64,
+    /// SHA-256 of the archive, when it could be computed while writing
+    /// (the archive was written front to back).
+    pub sha256: Option<Sha256Digest>,
 }
 
 /// Whether a file should be stored rather than deflated: known compressed
@@ -244,7 +249,15 @@ pub fn pack(files: &[ArtifactFile], out_zip: &Path) -> Result<PackSummary, Artif
         .map_or(1, |n| n.get())
         .min(16);
     let ranges = chunk_ranges(files, workers);
-    let out = BufWriter::with_capacity(COPY_BUFFER, File::create(out_zip).map_err(write_error)?);
+    let file = File::create(out_zip).map_err(write_error)?;
+    // Merged parts are written front to back and can be hashed on the way;
+    // a single part is written with its headers patched in place.
+    let file = if ranges.len() > 1 {
+        HashingWriter::new(file)
+    } else {
+        HashingWriter::unhashed(file)
+    };
+    let out = BufWriter::with_capacity(COPY_BUFFER, file);
 
     let out =
         if ranges.len() <= 1 {
@@ -273,13 +286,15 @@ pub fn pack(files: &[ArtifactFile], out_zip: &Path) -> Result<PackSummary, Artif
                 source,
             })?
         };
-    let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
+    let hashing = out.into_inner().map_err(|e| write_error(e.into_error()))?;
+    let (file, sha256) = hashing.finish().map_err(write_error)?;
     file.sync_all().map_err(write_error)?;
     let zip_bytes = fs::metadata(out_zip).map_err(write_error)?.len();
     Ok(PackSummary {
         files: files.len(),
         input_bytes: files.iter().map(|f| f.size).sum(),
         zip_bytes,
+        sha256,
     })
 }
 
@@ -492,6 +507,11 @@ mod tests {
             files.iter().map(|f| f.size).sum::<u64>()
         );
         assert!(summary.zip_bytes < summary.input_bytes / 2);
+        // Merged front to back: hashed while written, and the hash is right.
+        assert_eq!(
+            summary.sha256,
+            Some(super::super::digest::sha256_file(&out).expect("hash"))
+        );
         let mut archive = ZipArchive::new(File::open(&out).expect("open")).expect("zip");
         assert_eq!(archive.len(), 40);
         for (index, file) in files.iter().enumerate() {

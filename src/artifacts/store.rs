@@ -2,12 +2,11 @@
 //! S3-compatible gateways, Artifactory) or a local directory (`file://`).
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
+use super::digest::{sha256_file, Sha256Digest};
 use super::ArtifactError;
 use crate::http::{HttpClient, HttpError};
 
@@ -90,27 +89,6 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// SHA-256 of a file, hex-encoded, read in a streaming fashion.
-fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
-    let read_error = |source| ArtifactError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_error)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e)),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 impl ArtifactStore {
     /// A store from `FORGE_ARTIFACTS_URL`-style base: `http://` or
     /// `https://` (uploads with `PUT`), or `file:///absolute/dir`.
@@ -148,11 +126,30 @@ impl ArtifactStore {
     /// (reopened for each attempt) and are retried per the client's policy;
     /// any 2xx is success.
     pub fn put_file(&self, object_name: &str, path: &Path) -> Result<String, ArtifactError> {
+        self.put_file_with_digest(object_name, path, None)
+    }
+
+    /// [`ArtifactStore::put_file`] for a file whose SHA-256 is known already
+    /// (the artifact zip, hashed while it was packed); `None` reads the file
+    /// to compute it when the store needs it.
+    pub fn put_file_with_digest(
+        &self,
+        object_name: &str,
+        path: &Path,
+        sha256: Option<Sha256Digest>,
+    ) -> Result<String, ArtifactError> {
         check_object_name(object_name)?;
         match self {
             ArtifactStore::Http { base, http } => {
                 let url = format!("{base}/{object_name}");
-                let checksum = sha256_file(path)?;
+                let digest = match sha256 {
+                    Some(digest) => digest,
+                    None => sha256_file(path).map_err(|source| ArtifactError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+                };
+                let checksum = hex::encode(digest);
                 let content_type = content_type(object_name);
                 http.retry("PUT", &url, |agent| {
                     let file = File::open(path).map_err(|source| HttpError::LocalIo {
@@ -275,17 +272,6 @@ mod tests {
         assert_eq!(content_type("a/artifacts.zip"), "application/zip");
         assert_eq!(content_type("a/build.log"), "text/plain; charset=utf-8");
         assert_eq!(content_type("a/blob"), "application/octet-stream");
-    }
-
-    #[test]
-    fn sha256_of_a_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("f");
-        fs::write(&path, "abc").expect("write");
-        assert_eq!(
-            sha256_file(&path).expect("hash"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

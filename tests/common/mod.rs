@@ -107,3 +107,19 @@ pub fn require_program(program: &str, hint: &str) -> PathBuf {
         })
         .unwrap_or_else(|| panic!("{program} not installed: {hint}"))
 }
+
+/// SHA-256 of a file as coreutils' `sha256sum` computes it: an independent
+/// check of the checksums forgexec sends.
+pub fn sha256sum(path: &std::path::Path) -> String {
+    require_program("sha256sum", "apt-get install coreutils");
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {} failed", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -53,7 +53,11 @@ pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{ worker_connections 256; }}
 http {{
-    access_log {d}/access.log;
+    # The combined format, plus the checksum header uploads send.
+    log_format forge '$remote_addr - $remote_user [$time_local] "$request" $status '
+                     '$body_bytes_sent "$http_referer" "$http_user_agent" '
+                     'sha256=$http_x_checksum_sha256';
+    access_log {d}/access.log forge;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -180,6 +184,18 @@ impl Nginx {
     }
 
     /// The error log so far.
+    /// The `X-Checksum-Sha256` header of the last logged request whose
+    /// request line contains `path` (`-` when it had none).
+    pub fn checksum_header(&self, path: &str) -> String {
+        let line = self.wait_for_access_log(path, 1);
+        line.lines()
+            .rev()
+            .find(|l| l.contains(path))
+            .and_then(|l| l.rsplit_once(" sha256="))
+            .map(|(_, sum)| sum.trim().to_string())
+            .unwrap_or_else(|| panic!("no request for {path} in the access log:\n{line}"))
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
