@@ -139,7 +139,9 @@ impl<W: Write + Seek> HashingWriter<W> {
         };
         Ok((self.inner, digest))
     }
+}
 
+impl<W> HashingWriter<W> {
     fn spoil(&mut self) {
         // Dropping the sender ends the thread; its result is never read.
         self.hasher = None;
@@ -153,7 +155,7 @@ impl<W: Write> Write for HashingWriter<W> {
             if self.position == self.hashed && hasher.send(&buf[..written]) {
                 self.hashed += written as u64;
             } else {
-                self.hasher = None;
+                self.spoil();
             }
         }
         self.position += written as u64;

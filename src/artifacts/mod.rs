@@ -1,10 +1,10 @@
 //! Build artifacts: what `artifacts:` in `.forge.yml` selects, zipped and
-//! uploaded. [`collect`] resolves the globs and excludes against the
-//! workspace (deterministically sorted, refusing symlinks that lead out of
-//! it) with the globs of [`pattern`]; [`pack`] writes the zip, compressing files in parallel and storing
-//! already-compressed ones as they are; [`ArtifactStore`] puts the zip and
-//! the build log under [`object_prefix`] on an HTTP store (WebDAV-style
-//! `PUT`) or into a `file://` directory.
+//! uploaded. [`collect`] resolves the globs ([`pattern`]) and excludes
+//! against the workspace (deterministically sorted, refusing symlinks that
+//! lead out of it); [`pack`] writes the zip, compressing files in parallel
+//! and storing already-compressed ones as they are; [`ArtifactStore`] puts
+//! the zip and the build log under [`object_prefix`] on an HTTP store
+//! (WebDAV-style `PUT`) or into a `file://` directory.
 
 mod collect;
 pub mod digest;

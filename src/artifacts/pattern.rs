@@ -76,13 +76,9 @@ impl GlobSet {
     pub fn add(&mut self, glob: &str) -> Result<(), PatternError> {
         for plain in expand_alternatives(glob)? {
             let pattern = Pattern::new(&plain).map_err(|e| PatternError::Syntax {
-                // The glob crate counts bytes of the expanded pattern; point
-                // into the original text when it had no alternatives.
-                position: if plain == glob {
-                    glob[..e.pos.min(glob.len())].chars().count() + 1
-                } else {
-                    e.pos + 1
-                },
+                // The glob crate counts characters (from 0) of the pattern it
+                // was given: for a glob with alternatives, of the expansion.
+                position: e.pos + 1,
                 message: syntax_message(e.msg),
             })?;
             self.patterns.push(pattern);
@@ -139,20 +135,13 @@ fn class_end(chars: &[char], open: usize) -> Option<usize> {
 /// alternatives.
 pub fn expand_alternatives(glob: &str) -> Result<Vec<String>, PatternError> {
     let chars: Vec<char> = glob.chars().collect();
-    let mut out = Vec::new();
-    expand_into(&chars, 0, String::new(), &mut out)?;
-    Ok(out)
+    expand(&chars, 0)
 }
 
-/// Expands `chars` (whose first character is character `offset` of the
-/// whole glob), each result prefixed with `prefix`, onto `out`.
-fn expand_into(
-    chars: &[char],
-    offset: usize,
-    prefix: String,
-    out: &mut Vec<String>,
-) -> Result<(), PatternError> {
-    let mut literal = prefix;
+/// The expansions of `chars`, whose first character is character `offset`
+/// of the whole glob (for error positions).
+fn expand(chars: &[char], offset: usize) -> Result<Vec<String>, PatternError> {
+    let mut literal = String::new();
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
@@ -175,63 +164,28 @@ fn expand_into(
                     group_end(chars, i).ok_or(PatternError::UnclosedAlternatives {
                         position: offset + i + 1,
                     })?;
-                let rest = &chars[close + 1..];
+                // Every alternative combines with every expansion of the rest.
+                let tails = expand(&chars[close + 1..], offset + close + 1)?;
+                let mut out = Vec::new();
                 let mut start = i + 1;
                 for end in splits.into_iter().chain(std::iter::once(close)) {
-                    // Each alternative followed by the rest, so that groups in
-                    // the rest combine with every alternative.
-                    let mut expanded = Vec::new();
-                    expand_alternative(
-                        &chars[start..end],
-                        rest,
-                        offset + start,
-                        offset + close + 1,
-                        &mut expanded,
-                    )?;
-                    for tail in expanded {
-                        if out.len() >= MAX_ALTERNATIVES {
-                            return Err(PatternError::TooManyAlternatives);
+                    for head in expand(&chars[start..end], offset + start)? {
+                        for tail in &tails {
+                            if out.len() >= MAX_ALTERNATIVES {
+                                return Err(PatternError::TooManyAlternatives);
+                            }
+                            out.push(format!("{literal}{head}{tail}"));
                         }
-                        out.push(format!("{literal}{tail}"));
                     }
                     start = end + 1;
                 }
-                return Ok(());
+                return Ok(out);
             }
             c => literal.push(c),
         }
         i += 1;
     }
-    if out.len() >= MAX_ALTERNATIVES {
-        return Err(PatternError::TooManyAlternatives);
-    }
-    out.push(literal);
-    Ok(())
-}
-
-/// The expansions of one alternative (starting at character
-/// `alternative_at` of the glob) followed by the rest after its group
-/// (starting at `rest_at`).
-fn expand_alternative(
-    alternative: &[char],
-    rest: &[char],
-    alternative_at: usize,
-    rest_at: usize,
-    out: &mut Vec<String>,
-) -> Result<(), PatternError> {
-    let mut heads = Vec::new();
-    expand_into(alternative, alternative_at, String::new(), &mut heads)?;
-    let mut tails = Vec::new();
-    expand_into(rest, rest_at, String::new(), &mut tails)?;
-    for head in &heads {
-        for tail in &tails {
-            if out.len() >= MAX_ALTERNATIVES {
-                return Err(PatternError::TooManyAlternatives);
-            }
-            out.push(format!("{head}{tail}"));
-        }
-    }
-    Ok(())
+    Ok(vec![literal])
 }
 
 /// For the `{` at `open`: the index of its `}` and of the commas that
@@ -370,6 +324,11 @@ mod tests {
             err.to_string().contains("character 1 is never closed"),
             "{err}"
         );
+        // Positions count characters, not bytes.
+        let err = check("ü/[ab").unwrap_err();
+        assert!(err.to_string().ends_with("(character 3)"), "{err}");
+        let err = check("aü[x").unwrap_err();
+        assert!(err.to_string().ends_with("(character 3)"), "{err}");
         check("dist/**").expect("valid");
         check("ü/[ä]").expect("valid");
     }
