@@ -744,7 +744,12 @@ impl Build {
             return Ok(());
         }
         let zip_path = scratch.join("artifacts.zip");
-        let summary = artifacts::pack(&files, &zip_path).map_err(|e| e.to_string())?;
+        // Only an HTTP upload sends the archive's checksum.
+        let checksum = match store {
+            Some(store) if store.sends_checksums() => artifacts::Checksum::Compute,
+            _ => artifacts::Checksum::Skip,
+        };
+        let summary = artifacts::pack(&files, &zip_path, checksum).map_err(|e| e.to_string())?;
         sink.line(&format!(
             "==> [artifacts] packed {} file(s), {} bytes into {} bytes",
             summary.files, summary.input_bytes, summary.zip_bytes

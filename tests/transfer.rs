@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Fault, ForgeServer, Nginx, Route};
-use forgexec::artifacts::{collect, object_prefix, pack, ArtifactError, ArtifactStore};
+use forgexec::artifacts::{collect, object_prefix, pack, ArtifactError, ArtifactStore, Checksum};
 use forgexec::forge::{CommitStatus, ForgeClient, ForgeError, StatusState};
 use forgexec::http::{HttpClient, HttpError, RetryPolicy};
 use forgexec::secret::Secret;
@@ -541,7 +541,7 @@ fn artifacts_are_packed_and_put_to_webdav() {
     let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["reports/junit.xml", "target/app"]);
     let out = dir.path().join("artifacts.zip");
-    let summary = pack(&files, &out).expect("pack");
+    let summary = pack(&files, &out, Checksum::Compute).expect("pack");
     assert_eq!(summary.files, 2);
 
     let store =
@@ -657,7 +657,7 @@ fn file_base_stores_into_a_directory() {
     build_tree(&workspace);
     let files = collect(&workspace, &artifacts_spec()).expect("collect");
     let out = dir.path().join("artifacts.zip");
-    pack(&files, &out).expect("pack");
+    pack(&files, &out, Checksum::Skip).expect("pack");
     let base = format!("file://{}", dir.path().join("store").display());
     let store = ArtifactStore::from_base(&base, http()).expect("file store");
     let prefix = object_prefix("octo", "hello", SHA, "release/v1", "7");
@@ -730,7 +730,7 @@ fn six_hundred_mixed_files_pack_and_unzip_correctly() {
     let files = collect(&workspace, &spec).expect("collect");
     assert_eq!(files.len(), 600);
     let out = dir.path().join("artifacts.zip");
-    let summary = pack(&files, &out).expect("pack");
+    let summary = pack(&files, &out, Checksum::Compute).expect("pack");
     assert_eq!(summary.files, 600);
     assert_eq!(
         summary.input_bytes,
@@ -778,7 +778,7 @@ fn a_large_archive_is_hashed_while_packed_and_uploaded_with_its_checksum() {
     };
     let files = collect(&workspace, &spec).expect("collect");
     let out = dir.path().join("artifacts.zip");
-    let summary = pack(&files, &out).expect("pack");
+    let summary = pack(&files, &out, Checksum::Compute).expect("pack");
     let digest = summary
         .sha256
         .expect("a merged archive is hashed while written");
@@ -791,6 +791,53 @@ fn a_large_archive_is_hashed_while_packed_and_uploaded_with_its_checksum() {
     let stored = nginx.root().join("store/big/artifacts.zip");
     assert_eq!(
         nginx.checksum_header("/store/big/artifacts.zip"),
+        common::sha256sum(&stored)
+    );
+    assert_eq!(
+        fs::read(&stored).expect("stored"),
+        fs::read(&out).expect("local")
+    );
+}
+
+#[test]
+fn a_single_large_stored_file_is_hashed_while_packed_and_uploaded_with_its_checksum() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workspace = dir.path().join("ws");
+    let mut rng = fastrand::Rng::with_seed(12);
+    // One 16 MB release bundle: a single part, stored, its header patched
+    // after its data; the CRC-32 read first lets the hash run while packing.
+    let path = workspace.join("dist/bundle.tar.gz");
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let content: Vec<u8> = (0..16_000_000).map(|_| rng.u8(..)).collect();
+    fs::write(&path, &content).expect("write");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let spec = Artifacts {
+        paths: vec!["dist/*.tar.gz".into()],
+        exclude: vec![],
+        when: When::Always,
+    };
+    let files = collect(&workspace, &spec).expect("collect");
+    let out = dir.path().join("artifacts.zip");
+    let summary = pack(&files, &out, Checksum::Compute).expect("pack");
+    let digest = summary
+        .sha256
+        .expect("a stored file is hashed while written");
+    assert_eq!(hex::encode(digest), common::sha256sum(&out));
+    assert_eq!(
+        zip_listing(&out),
+        vec![("dist/bundle.tar.gz".to_string(), 0o644, content)]
+    );
+    common::require_program("unzip", "apt-get install unzip");
+    common::run_ok(Command::new("unzip").arg("-tq").arg(&out));
+
+    let store = ArtifactStore::from_base(&format!("{}/store", nginx.url()), http()).expect("store");
+    store
+        .put_file_with_digest("one/artifacts.zip", &out, summary.sha256)
+        .expect("PUT");
+    let stored = nginx.root().join("store/one/artifacts.zip");
+    assert_eq!(
+        nginx.checksum_header("/store/one/artifacts.zip"),
         common::sha256sum(&stored)
     );
     assert_eq!(

@@ -1,13 +1,18 @@
 //! SHA-256 of the artifact zip, computed while the zip is written so the
 //! upload's `X-Checksum-Sha256` header costs no second read of a file that
 //! may be gigabytes. Bytes written front to back are copied into recycled
-//! blocks and handed to a hashing thread, which runs beside the writer; a
+//! blocks and handed to a hashing thread, which runs beside the writer. A
 //! write anywhere else (the zip writer seeking back to patch a header)
 //! spoils the running hash, and the caller then hashes the finished file
-//! instead. SHA-256 is ring's (already linked for TLS).
+//! instead, unless the writer was told the final bytes in advance
+//! ([`HashingWriter::expect_rewrite`]): those are hashed in place of the
+//! first ones, and the rewrite must bring exactly them. SHA-256 is ring's
+//! (already linked for TLS).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -34,6 +39,24 @@ pub struct HashingWriter<W> {
     /// the hash.
     hashed: u64,
     hasher: Option<Hasher>,
+    /// Announced rewrites (a shared borrow announces them: the zip writer
+    /// only lends its inner writer that way).
+    rewrites: RefCell<Vec<Rewrite>>,
+}
+
+/// Bytes that are written once and rewritten later with values known in
+/// advance.
+struct Rewrite {
+    offset: u64,
+    bytes: Vec<u8>,
+    /// Which of `bytes` the rewrite has brought so far.
+    rewritten: Vec<bool>,
+}
+
+impl Rewrite {
+    fn range(&self) -> Range<u64> {
+        self.offset..self.offset + self.bytes.len() as u64
+    }
 }
 
 struct Hasher {
@@ -70,8 +93,11 @@ impl Hasher {
         })
     }
 
-    /// Queues a copy of `data`; false when the thread is gone.
-    fn send(&mut self, data: &[u8]) -> bool {
+    /// Queues a copy of `data`, which lands at `offset` of the file, with
+    /// the final bytes of `rewrites` in place of what it holds there; false
+    /// when the thread is gone.
+    fn send(&mut self, offset: u64, data: &[u8], rewrites: &[Rewrite]) -> bool {
+        let mut piece_offset = offset;
         for piece in data.chunks(BLOCK_BYTES) {
             let mut block = match self.empty.try_recv() {
                 Ok(block) => block,
@@ -86,6 +112,20 @@ impl Hasher {
             };
             block.clear();
             block.extend_from_slice(piece);
+            let piece_range = piece_offset..piece_offset + piece.len() as u64;
+            for rewrite in rewrites {
+                let range = rewrite.range();
+                let (start, end) = (
+                    range.start.max(piece_range.start),
+                    range.end.min(piece_range.end),
+                );
+                if start < end {
+                    let to = (start - piece_offset) as usize..(end - piece_offset) as usize;
+                    let from = (start - range.start) as usize..(end - range.start) as usize;
+                    block[to].copy_from_slice(&rewrite.bytes[from]);
+                }
+            }
+            piece_offset = piece_range.end;
             if self.full.send(block).is_err() {
                 return false;
             }
@@ -114,6 +154,7 @@ impl<W: Write + Seek> HashingWriter<W> {
             hashed: 0,
             // Without a thread, the caller hashes the file afterwards.
             hasher: Hasher::start(),
+            rewrites: RefCell::new(Vec::new()),
         }
     }
 
@@ -125,7 +166,31 @@ impl<W: Write + Seek> HashingWriter<W> {
             position: 0,
             hashed: 0,
             hasher: None,
+            rewrites: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Where the next write lands.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Announces that `bytes.len()` bytes at `offset`, not written yet, will
+    /// be written and later rewritten as `bytes`: they are hashed as
+    /// `bytes` the first time, and the rewrite must bring exactly `bytes`,
+    /// all of them, before [`HashingWriter::finish`], or the hash is
+    /// spoiled. False (and nothing announced) when the hash is spoiled
+    /// already or `offset` has been written.
+    pub fn expect_rewrite(&self, offset: u64, bytes: &[u8]) -> bool {
+        if self.hasher.is_none() || offset < self.hashed {
+            return false;
+        }
+        self.rewrites.borrow_mut().push(Rewrite {
+            offset,
+            bytes: bytes.to_vec(),
+            rewritten: vec![false; bytes.len()],
+        });
+        true
     }
 
     /// The inner writer, and the SHA-256 of everything it holds if every
@@ -133,8 +198,13 @@ impl<W: Write + Seek> HashingWriter<W> {
     /// than what was hashed.
     pub fn finish(mut self) -> io::Result<(W, Option<Sha256Digest>)> {
         let end = self.inner.seek(SeekFrom::End(0))?;
+        let rewritten = self
+            .rewrites
+            .get_mut()
+            .iter()
+            .all(|r| r.rewritten.iter().all(|done| *done));
         let digest = match self.hasher.take() {
-            Some(hasher) => hasher.finish().filter(|_| end == self.hashed),
+            Some(hasher) => hasher.finish().filter(|_| end == self.hashed && rewritten),
             None => None,
         };
         Ok((self.inner, digest))
@@ -146,16 +216,47 @@ impl<W> HashingWriter<W> {
         // Dropping the sender ends the thread; its result is never read.
         self.hasher = None;
     }
+
+    /// Whether `data`, written at `offset` behind the hashed end, is (part
+    /// of) an announced rewrite with the announced bytes; records it.
+    fn is_announced_rewrite(&mut self, offset: u64, data: &[u8]) -> bool {
+        let end = offset + data.len() as u64;
+        let rewrites = self.rewrites.get_mut();
+        let Some(rewrite) = rewrites
+            .iter_mut()
+            .find(|r| r.range().start <= offset && end <= r.range().end)
+        else {
+            return false;
+        };
+        let at = (offset - rewrite.offset) as usize;
+        if rewrite.bytes[at..at + data.len()] != *data {
+            return false;
+        }
+        rewrite.rewritten[at..at + data.len()].fill(true);
+        true
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.inner.write(buf)?;
-        if let Some(hasher) = &mut self.hasher {
-            if self.position == self.hashed && hasher.send(&buf[..written]) {
-                self.hashed += written as u64;
+        let data = &buf[..written];
+        if self.hasher.is_some() {
+            let position = self.position;
+            let in_order = position == self.hashed;
+            let kept = if in_order {
+                let rewrites = self.rewrites.get_mut();
+                self.hasher
+                    .as_mut()
+                    .is_some_and(|hasher| hasher.send(position, data, rewrites))
             } else {
+                position + written as u64 <= self.hashed
+                    && self.is_announced_rewrite(position, data)
+            };
+            if !kept {
                 self.spoil();
+            } else if in_order {
+                self.hashed += written as u64;
             }
         }
         self.position += written as u64;
@@ -255,6 +356,78 @@ mod tests {
         w.seek(SeekFrom::End(0)).unwrap();
         w.write_all(b"def").unwrap();
         assert_eq!(w.finish().unwrap().1, Some(sha(b"abcdef")));
+    }
+
+    /// Writes `HEAD0000body`, rewrites the zeros with `patch` in two
+    /// pieces, appends ` tail`; returns the file and the digest.
+    fn write_with_rewrite(announced: &[u8], patch: &[u8]) -> (Vec<u8>, Option<Sha256Digest>) {
+        let mut w = HashingWriter::new(Cursor::new(Vec::new()));
+        assert!(w.expect_rewrite(4, announced));
+        w.write_all(b"HEAD0000body").unwrap();
+        w.seek(SeekFrom::Start(4)).unwrap();
+        w.write_all(&patch[..2]).unwrap();
+        w.write_all(&patch[2..]).unwrap();
+        w.seek(SeekFrom::End(0)).unwrap();
+        w.write_all(b" tail").unwrap();
+        let (inner, digest) = w.finish().unwrap();
+        (inner.into_inner(), digest)
+    }
+
+    #[test]
+    fn an_announced_rewrite_keeps_the_hash() {
+        let (file, digest) = write_with_rewrite(b"1234", b"1234");
+        assert_eq!(file, b"HEAD1234body tail");
+        assert_eq!(digest, Some(sha(&file)));
+    }
+
+    #[test]
+    fn a_rewrite_with_other_bytes_spoils_the_hash() {
+        let (file, digest) = write_with_rewrite(b"1234", b"1235");
+        assert_eq!(file, b"HEAD1235body tail");
+        assert_eq!(digest, None);
+    }
+
+    #[test]
+    fn an_announced_rewrite_that_never_comes_spoils_the_hash() {
+        let mut w = HashingWriter::new(Cursor::new(Vec::new()));
+        assert!(w.expect_rewrite(2, b"xy"));
+        w.write_all(b"abcdef").unwrap();
+        assert_eq!(w.finish().unwrap().1, None);
+        // Half of it is not enough either.
+        let mut w = HashingWriter::new(Cursor::new(Vec::new()));
+        assert!(w.expect_rewrite(2, b"xy"));
+        w.write_all(b"abcdef").unwrap();
+        w.seek(SeekFrom::Start(2)).unwrap();
+        w.write_all(b"x").unwrap();
+        assert_eq!(w.finish().unwrap().1, None);
+    }
+
+    #[test]
+    fn a_rewrite_announced_too_late_is_refused() {
+        let mut w = HashingWriter::new(Cursor::new(Vec::new()));
+        w.write_all(b"abcdef").unwrap();
+        assert!(
+            !w.expect_rewrite(2, b"xy"),
+            "those bytes are hashed already"
+        );
+        assert!(w.expect_rewrite(6, b"gh"), "the end is not written yet");
+        let unhashed = HashingWriter::unhashed(Cursor::new(Vec::new()));
+        assert!(!unhashed.expect_rewrite(0, b"x"));
+    }
+
+    #[test]
+    fn a_rewrite_across_blocks_is_substituted_in_each() {
+        let mut data: Vec<u8> = (0..BLOCK_BYTES * 2).map(|i| (i % 199) as u8).collect();
+        let at = BLOCK_BYTES - 3;
+        let mut w = HashingWriter::new(Cursor::new(Vec::new()));
+        assert!(w.expect_rewrite(at as u64, b"REWRITE"));
+        w.write_all(&data).unwrap();
+        w.seek(SeekFrom::Start(at as u64)).unwrap();
+        w.write_all(b"REWRITE").unwrap();
+        data[at..at + 7].copy_from_slice(b"REWRITE");
+        let (inner, digest) = w.finish().unwrap();
+        assert_eq!(inner.into_inner(), data);
+        assert_eq!(digest, Some(sha(&data)));
     }
 
     #[test]

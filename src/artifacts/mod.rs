@@ -16,7 +16,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use collect::{collect, collect_all, ArtifactFile, Collection};
-pub use pack::{pack, PackSummary};
+pub use pack::{pack, Checksum, PackSummary};
 pub use store::{object_prefix, ArtifactStore};
 
 use crate::http::HttpError;

@@ -4,10 +4,14 @@
 //! recompression), chunk by chunk, so the entry order stays sorted. Files
 //! that are already compressed (by extension, or whose first 64 KiB look
 //! random) are stored; everything else is deflated. Content is streamed,
-//! never held whole in memory, and the final archive is hashed as it is
-//! written (see [`super::digest`]).
+//! never held whole in memory. When the caller wants the archive's SHA-256
+//! (an upload's checksum header), it is computed as the archive is written
+//! (see [`super::digest`]): merged parts are written front to back, and in
+//! an archive of one part, stored files have their CRC-32 read first so
+//! that the header patch the zip writer makes after their data is known,
+//! and hashed, before it happens.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +52,25 @@ const COMPRESSED_EXTENSIONS: &[&str] = &[
     "epub", "pdf",
 ];
 
+/// Files from this size on get ZIP64 sizes, patched elsewhere in the header.
+const ZIP64_SIZE: u64 = u32::MAX as u64;
+/// Offset of the CRC-32 in a zip local file header, followed by the
+/// compressed and uncompressed sizes (APPNOTE 4.3.7): what the zip writer
+/// patches after an entry's data.
+const LOCAL_HEADER_CRC_OFFSET: u64 = 14;
+
+/// The archive writer: buffered, and hashing when asked to.
+type ZipOut = BufWriter<HashingWriter<File>>;
+
+/// Whether [`pack`] computes the SHA-256 of the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// Hash the archive while writing it (an HTTP upload sends the hash).
+    Compute,
+    /// No hash is needed.
+    Skip,
+}
+
 /// What [`pack`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PackSummary {
@@ -56,8 +79,10 @@ pub struct PackSummary {
     pub input_bytes: u64,
     /// Size of the archive.
     pub zip_bytes: u64,
-    /// SHA-256 of the archive, when it could be computed while writing
-    /// (the archive was written front to back).
+    /// SHA-256 of the archive, when [`Checksum::Compute`] asked for it and
+    /// it could be computed while writing. It can't when an archive of one
+    /// part holds a deflated file (its compressed size is known only after
+    /// its data) or one of 4 GiB or more; the caller then hashes the file.
     pub sha256: Option<Sha256Digest>,
 }
 
@@ -162,12 +187,16 @@ fn chunk_ranges(files: &[ArtifactFile], workers: usize) -> Vec<std::ops::Range<u
     ranges
 }
 
-/// Append one file to `zip`, streaming its content.
-fn add_file<W: Write + Seek>(
-    zip: &mut ZipWriter<W>,
+/// Append one file to `zip`, streaming its content. While `announcing`,
+/// a stored file is read once first for its CRC-32 and size, which are
+/// announced to the hashing writer as the header patch to come; the first
+/// file that can't be announced ends it (the hash is lost from there).
+fn add_file(
+    zip: &mut ZipWriter<ZipOut>,
     file: &ArtifactFile,
     buf: &mut [u8],
     out_path: &Path,
+    announcing: &mut bool,
 ) -> Result<(), ArtifactError> {
     let read_error = |source| ArtifactError::Read {
         path: file.source.clone(),
@@ -198,6 +227,15 @@ fn add_file<W: Write + Seek>(
     if method == CompressionMethod::Deflated {
         options = options.compression_level(Some(DEFLATE_LEVEL));
     }
+    if *announcing {
+        *announcing = method == CompressionMethod::Stored
+            && file.size < ZIP64_SIZE
+            && announce_stored_entry(zip, &mut input, buf, probe_len).map_err(read_error)?;
+        if *announcing {
+            // The probe was overwritten: the copy starts from the top.
+            probe_len = 0;
+        }
+    }
     let zip_error = |source| ArtifactError::Zip {
         path: out_path.to_path_buf(),
         source,
@@ -221,16 +259,62 @@ fn add_file<W: Write + Seek>(
     Ok(())
 }
 
-/// Write `files` into a zip file at `out_path`, returning it finished.
-fn write_zip<W: Write + Seek>(
+/// Reads the rest of `input` (after the `probe_len` bytes at the start of
+/// `buf`, then into `buf`) for the CRC-32 and size of the stored entry
+/// about to start, announces its header patch to the hashing writer under
+/// `zip` and rewinds `input`. False when the entry can't be announced
+/// (4 GiB or more, or the hash is lost already).
+fn announce_stored_entry(
+    zip: &ZipWriter<ZipOut>,
+    input: &mut File,
+    buf: &mut [u8],
+    probe_len: usize,
+) -> io::Result<bool> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&buf[..probe_len]);
+    let mut size = probe_len as u64;
+    loop {
+        match input.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                crc.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    input.rewind()?;
+    let (Some(out), Ok(size)) = (zip.get_ref(), u32::try_from(size)) else {
+        return Ok(false);
+    };
+    if u64::from(size) >= ZIP64_SIZE {
+        return Ok(false);
+    }
+    // The previous entry is stored and complete, so the next header starts
+    // at the end of what was written (buffered or not).
+    let header_start = out.get_ref().position() + out.buffer().len() as u64;
+    let mut fields = [0u8; 12];
+    fields[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    fields[4..8].copy_from_slice(&size.to_le_bytes());
+    fields[8..].copy_from_slice(&size.to_le_bytes());
+    Ok(out
+        .get_ref()
+        .expect_rewrite(header_start + LOCAL_HEADER_CRC_OFFSET, &fields))
+}
+
+/// Write `files` into a zip file at `out_path`, returning it finished;
+/// `announcing` as for [`add_file`].
+fn write_zip(
     files: &[ArtifactFile],
-    out: W,
+    out: ZipOut,
     out_path: &Path,
-) -> Result<W, ArtifactError> {
+    mut announcing: bool,
+) -> Result<ZipOut, ArtifactError> {
     let mut zip = ZipWriter::new(out);
     let mut buf = vec![0u8; COPY_BUFFER];
     for file in files {
-        add_file(&mut zip, file, &mut buf, out_path)?;
+        add_file(&mut zip, file, &mut buf, out_path, &mut announcing)?;
     }
     zip.finish().map_err(|source| ArtifactError::Zip {
         path: out_path.to_path_buf(),
@@ -240,8 +324,17 @@ fn write_zip<W: Write + Seek>(
 
 /// Zip `files` into `out_zip` (replaced if present), in parallel across the
 /// machine's cores, keeping names, order, modes and modification times.
-pub fn pack(files: &[ArtifactFile], out_zip: &Path) -> Result<PackSummary, ArtifactError> {
+/// With [`Checksum::Compute`] the archive is hashed as it is written.
+pub fn pack(
+    files: &[ArtifactFile],
+    out_zip: &Path,
+    checksum: Checksum,
+) -> Result<PackSummary, ArtifactError> {
     let write_error = |source| ArtifactError::Write {
+        path: out_zip.to_path_buf(),
+        source,
+    };
+    let zip_error = |source| ArtifactError::Zip {
         path: out_zip.to_path_buf(),
         source,
     };
@@ -250,18 +343,15 @@ pub fn pack(files: &[ArtifactFile], out_zip: &Path) -> Result<PackSummary, Artif
         .min(16);
     let ranges = chunk_ranges(files, workers);
     let file = File::create(out_zip).map_err(write_error)?;
-    // Merged parts are written front to back and can be hashed on the way;
-    // a single part is written with its headers patched in place.
-    let file = if ranges.len() > 1 {
-        HashingWriter::new(file)
-    } else {
-        HashingWriter::unhashed(file)
+    let file = match checksum {
+        Checksum::Compute => HashingWriter::new(file),
+        Checksum::Skip => HashingWriter::unhashed(file),
     };
     let out = BufWriter::with_capacity(COPY_BUFFER, file);
 
     let out =
         if ranges.len() <= 1 {
-            write_zip(files, out, out_zip)?
+            write_zip(files, out, out_zip, checksum == Checksum::Compute)?
         } else {
             let temp_dir = match out_zip.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -275,21 +365,15 @@ pub fn pack(files: &[ArtifactFile], out_zip: &Path) -> Result<PackSummary, Artif
                         path: temp_dir.clone(),
                         source,
                     })?;
-                zip.merge_archive(archive)
-                    .map_err(|source| ArtifactError::Zip {
-                        path: out_zip.to_path_buf(),
-                        source,
-                    })?;
+                zip.merge_archive(archive).map_err(zip_error)?;
             }
-            zip.finish().map_err(|source| ArtifactError::Zip {
-                path: out_zip.to_path_buf(),
-                source,
-            })?
+            zip.finish().map_err(zip_error)?
         };
+    // Not synced: the archive is uploaded from the page cache and deleted
+    // with the build's scratch directory (a `file://` store syncs its copy).
     let hashing = out.into_inner().map_err(|e| write_error(e.into_error()))?;
     let (file, sha256) = hashing.finish().map_err(write_error)?;
-    file.sync_all().map_err(write_error)?;
-    let zip_bytes = fs::metadata(out_zip).map_err(write_error)?.len();
+    let zip_bytes = file.metadata().map_err(write_error)?.len();
     Ok(PackSummary {
         files: files.len(),
         input_bytes: files.iter().map(|f| f.size).sum(),
@@ -323,18 +407,18 @@ fn compress_chunks(
                         source,
                     })
                     .and_then(|temp| {
-                        let out = BufWriter::with_capacity(COPY_BUFFER, temp);
-                        write_zip(&files[ranges[index].clone()], out, temp_dir)
+                        let out =
+                            BufWriter::with_capacity(COPY_BUFFER, HashingWriter::unhashed(temp));
+                        write_zip(&files[ranges[index].clone()], out, temp_dir, false)
                     })
                     .and_then(|out| {
-                        let mut temp = out.into_inner().map_err(|e| ArtifactError::Write {
-                            path: temp_dir.to_path_buf(),
-                            source: e.into_error(),
-                        })?;
-                        temp.rewind().map_err(|source| ArtifactError::Write {
+                        let write_error = |source| ArtifactError::Write {
                             path: temp_dir.to_path_buf(),
                             source,
-                        })?;
+                        };
+                        let unhashed = out.into_inner().map_err(|e| write_error(e.into_error()))?;
+                        let (mut temp, _) = unhashed.finish().map_err(write_error)?;
+                        temp.rewind().map_err(write_error)?;
                         Ok(temp)
                     });
                 match result {
@@ -371,6 +455,7 @@ fn compress_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -500,7 +585,7 @@ mod tests {
             chunk_ranges(&files, 2).len() > 1,
             "the test must exercise merging"
         );
-        let summary = pack(&files, &out).expect("pack");
+        let summary = pack(&files, &out, Checksum::Compute).expect("pack");
         assert_eq!(summary.files, 40);
         assert_eq!(
             summary.input_bytes,
@@ -539,10 +624,113 @@ mod tests {
     fn missing_source_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = fake(&[1]);
-        let error = pack(&files, &dir.path().join("o.zip")).expect_err("missing");
+        let error =
+            pack(&files, &dir.path().join("o.zip"), Checksum::Compute).expect_err("missing");
         assert!(
             matches!(&error, ArtifactError::Read { path, .. } if path == Path::new("f0")),
             "{error}"
         );
+    }
+    fn one_file(dir: &Path, name: &str, content: &[u8]) -> ArtifactFile {
+        let source = dir.join(format!("src-{}", name.replace('/', "_")));
+        fs::write(&source, content).expect("write");
+        ArtifactFile {
+            name: name.to_string(),
+            source,
+            size: content.len() as u64,
+            mode: 0o640,
+            modified: Some(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)),
+        }
+    }
+
+    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..len).map(|_| rng.u8(..)).collect()
+    }
+
+    /// Packs `files` hashed and plain; checks that the archives are the
+    /// same bytes and returns the hashed one's summary and path.
+    fn pack_both_ways(dir: &Path, files: &[ArtifactFile]) -> (PackSummary, PathBuf) {
+        let hashed = dir.join("hashed.zip");
+        let summary = pack(files, &hashed, Checksum::Compute).expect("pack");
+        let plain = dir.join("plain.zip");
+        assert_eq!(
+            pack(files, &plain, Checksum::Skip).expect("pack").sha256,
+            None
+        );
+        let (hashed_bytes, plain_bytes) = (
+            fs::read(&hashed).expect("read"),
+            fs::read(&plain).expect("read"),
+        );
+        assert!(hashed_bytes == plain_bytes, "hashing changed the archive");
+        (summary, hashed)
+    }
+
+    #[test]
+    fn a_single_stored_file_is_hashed_while_packed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = random_bytes(9, 3 * COPY_BUFFER + 123);
+        let files = vec![one_file(dir.path(), "dist/ü-bundle.bin", &content)];
+        assert_eq!(chunk_ranges(&files, 2).len(), 1, "a single part");
+        let (summary, zip) = pack_both_ways(dir.path(), &files);
+        assert_eq!(
+            summary.sha256,
+            Some(super::super::digest::sha256_file(&zip).expect("hash"))
+        );
+        let mut archive = ZipArchive::new(File::open(&zip).expect("open")).expect("zip");
+        let mut entry = archive.by_index(0).expect("entry");
+        assert_eq!(entry.name().expect("name"), "dist/ü-bundle.bin");
+        assert_eq!(entry.compression(), CompressionMethod::Stored);
+        assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(0o640));
+        let mut read = Vec::new();
+        // Reading checks the CRC-32.
+        entry.read_to_end(&mut read).expect("read");
+        assert_eq!(read, content);
+    }
+
+    #[test]
+    fn small_stored_files_in_one_part_are_hashed_while_packed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = vec![
+            one_file(dir.path(), "a.png", b"not really a png"),
+            one_file(dir.path(), "b.zip", b""),
+            one_file(dir.path(), "c.bin", &random_bytes(1, 70_000)),
+        ];
+        let (summary, zip) = pack_both_ways(dir.path(), &files);
+        assert_eq!(summary.files, 3);
+        assert_eq!(
+            summary.sha256,
+            Some(super::super::digest::sha256_file(&zip).expect("hash"))
+        );
+    }
+
+    #[test]
+    fn a_deflated_file_in_one_part_leaves_the_hash_to_the_caller() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "a line\n".repeat(10_000);
+        let files = vec![
+            one_file(dir.path(), "a.bin", &random_bytes(2, 70_000)),
+            one_file(dir.path(), "log.txt", text.as_bytes()),
+            one_file(dir.path(), "z.bin", &random_bytes(3, 70_000)),
+        ];
+        let (summary, zip) = pack_both_ways(dir.path(), &files);
+        assert_eq!(summary.sha256, None);
+        let mut archive = ZipArchive::new(File::open(&zip).expect("open")).expect("zip");
+        let mut read = String::new();
+        let mut entry = archive.by_index(1).expect("entry");
+        assert_eq!(entry.compression(), CompressionMethod::Deflated);
+        entry.read_to_string(&mut read).expect("read");
+        assert_eq!(read, text);
+    }
+
+    #[test]
+    fn no_hash_when_none_is_wanted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<ArtifactFile> = (0..6)
+            .map(|i| one_file(dir.path(), &format!("r{i}.bin"), &random_bytes(i, 3 << 20)))
+            .collect();
+        assert!(chunk_ranges(&files, 2).len() > 1, "merged");
+        let summary = pack(&files, &dir.path().join("o.zip"), Checksum::Skip).expect("pack");
+        assert_eq!((summary.files, summary.sha256), (6, None));
     }
 }

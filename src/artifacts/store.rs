@@ -120,6 +120,11 @@ impl ArtifactStore {
         Err(invalid("it must start with http://, https:// or file://"))
     }
 
+    /// Whether uploads send `X-Checksum-Sha256` (HTTP stores do).
+    pub fn sends_checksums(&self) -> bool {
+        matches!(self, ArtifactStore::Http { .. })
+    }
+
     /// Store the file at `path` as `object_name`; returns the object's URL
     /// (HTTP) or path (directory). HTTP uploads send `Content-Length`,
     /// `Content-Type` and `X-Checksum-Sha256`, stream the body from the file
@@ -199,6 +204,9 @@ impl ArtifactStore {
                 temp.as_file()
                     .set_permissions(fs::Permissions::from_mode(0o644))
                     .map_err(write_error)?;
+                // On disk before it takes its name: a crash leaves no
+                // truncated object behind.
+                temp.as_file().sync_all().map_err(write_error)?;
                 temp.persist(&dest).map_err(|e| write_error(e.error))?;
                 Ok(dest.display().to_string())
             }
