@@ -90,6 +90,7 @@ pub fn run(
             )
         }
     };
+    widen_pipe(&reader);
     let writer_for_stderr = match writer.try_clone() {
         Ok(w) => w,
         Err(e) => {
@@ -224,6 +225,19 @@ pub fn run(
     (pgid, finish)
 }
 
+/// Bytes the output pipe holds (Linux's default is 64 KiB): a command
+/// that prints a lot runs ahead while the sink writes the console and the
+/// build log, instead of stopping every 64 KiB.
+const PIPE_BYTES: libc::c_int = 1024 * 1024;
+
+/// Grows the pipe to [`PIPE_BYTES`]; a refusal (an unprivileged user over
+/// `/proc/sys/fs/pipe-max-size`) leaves it as it is.
+fn widen_pipe(reader: &PipeReader) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETPIPE_SZ on a pipe we own takes an int and touches no memory.
+    unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+}
+
 /// Reads what the command left in the pipe until EOF, for up to
 /// [`DRAIN_AFTER_EXIT`]; then hands the pipe to a thread that keeps copying
 /// whatever background processes still write.
@@ -344,4 +358,19 @@ pub fn signal_group(pgid: Option<i32>, signal: i32) {
 /// Kills a whole process group.
 pub fn kill_group(pgid: Option<i32>) {
     signal_group(pgid, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn the_output_pipe_is_widened() {
+        let (reader, _writer) = os_pipe::pipe().expect("pipe");
+        widen_pipe(&reader);
+        // SAFETY: F_GETPIPE_SZ on our own pipe.
+        let size = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        assert_eq!(size, PIPE_BYTES);
+    }
 }
