@@ -777,25 +777,40 @@ fn a_large_archive_is_hashed_while_packed_and_uploaded_with_its_checksum() {
         when: When::Always,
     };
     let files = collect(&workspace, &spec).expect("collect");
-    let out = dir.path().join("artifacts.zip");
-    let summary = pack(&files, &out, Checksum::Compute).expect("pack");
-    let digest = summary
-        .sha256
-        .expect("a merged archive is hashed while written");
-    assert_eq!(hex::encode(digest), common::sha256sum(&out));
+    pack_hashed_and_upload(
+        &nginx,
+        &files,
+        &dir.path().join("artifacts.zip"),
+        "big",
+        "a merged archive is hashed while written",
+    );
+}
 
+/// Packs `files` into `out` with the checksum computed while packing
+/// (`why` says why that must work), checks it, uploads the zip under
+/// `store/{object}/` and checks what nginx got.
+fn pack_hashed_and_upload(
+    nginx: &Nginx,
+    files: &[forgexec::artifacts::ArtifactFile],
+    out: &Path,
+    object: &str,
+    why: &str,
+) {
+    let summary = pack(files, out, Checksum::Compute).expect("pack");
+    let digest = summary.sha256.expect(why);
+    assert_eq!(hex::encode(digest), common::sha256sum(out));
     let store = ArtifactStore::from_base(&format!("{}/store", nginx.url()), http()).expect("store");
     store
-        .put_file_with_digest("big/artifacts.zip", &out, summary.sha256)
+        .put_file_with_digest(&format!("{object}/artifacts.zip"), out, summary.sha256)
         .expect("PUT");
-    let stored = nginx.root().join("store/big/artifacts.zip");
+    let stored = nginx.root().join(format!("store/{object}/artifacts.zip"));
     assert_eq!(
-        nginx.checksum_header("/store/big/artifacts.zip"),
+        nginx.checksum_header(&format!("/store/{object}/artifacts.zip")),
         common::sha256sum(&stored)
     );
     assert_eq!(
         fs::read(&stored).expect("stored"),
-        fs::read(&out).expect("local")
+        fs::read(out).expect("local")
     );
 }
 
@@ -819,31 +834,19 @@ fn a_single_large_stored_file_is_hashed_while_packed_and_uploaded_with_its_check
     };
     let files = collect(&workspace, &spec).expect("collect");
     let out = dir.path().join("artifacts.zip");
-    let summary = pack(&files, &out, Checksum::Compute).expect("pack");
-    let digest = summary
-        .sha256
-        .expect("a stored file is hashed while written");
-    assert_eq!(hex::encode(digest), common::sha256sum(&out));
+    pack_hashed_and_upload(
+        &nginx,
+        &files,
+        &out,
+        "one",
+        "a stored file is hashed while written",
+    );
     assert_eq!(
         zip_listing(&out),
         vec![("dist/bundle.tar.gz".to_string(), 0o644, content)]
     );
     common::require_program("unzip", "apt-get install unzip");
     common::run_ok(Command::new("unzip").arg("-tq").arg(&out));
-
-    let store = ArtifactStore::from_base(&format!("{}/store", nginx.url()), http()).expect("store");
-    store
-        .put_file_with_digest("one/artifacts.zip", &out, summary.sha256)
-        .expect("PUT");
-    let stored = nginx.root().join("store/one/artifacts.zip");
-    assert_eq!(
-        nginx.checksum_header("/store/one/artifacts.zip"),
-        common::sha256sum(&stored)
-    );
-    assert_eq!(
-        fs::read(&stored).expect("stored"),
-        fs::read(&out).expect("local")
-    );
 }
 
 /// A private CA and a server certificate for 127.0.0.1, made with openssl.
