@@ -269,6 +269,13 @@ pub fn classify(task: &Task) -> TaskProgress {
     }
 }
 
+/// Longest pause between two looks at the task. The container shows up
+/// 0.5 to 1 s after the service is created, and the look that finds it
+/// can come up to one pause late, which delays the build's start (at the
+/// former 200 ms, by up to 200 ms); at 50 ms a launch asks the manager
+/// about 20 times, a few milliseconds each.
+const POLL_CAP: Duration = Duration::from_millis(50);
+
 /// Outcome of waiting for a service's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wait {
@@ -277,8 +284,9 @@ pub enum Wait {
     Gone,
 }
 
-/// Polls the service's task (10 ms, doubling to 200 ms) until its container
-/// exists and failed to start for lack of `/forgexec`, or `timeout` passes.
+/// Polls the service's task (10 ms, doubling to [`POLL_CAP`]) until its
+/// container exists and failed to start for lack of `/forgexec`, or
+/// `timeout` passes.
 pub async fn wait_for_container(
     docker: &Docker,
     service_id: &str,
@@ -354,7 +362,7 @@ pub async fn wait_for_container(
             });
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(200));
+        delay = (delay * 2).min(POLL_CAP);
     }
 }
 
