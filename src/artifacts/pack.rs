@@ -228,11 +228,12 @@ fn add_file(
         options = options.compression_level(Some(DEFLATE_LEVEL));
     }
     if *announcing {
-        *announcing = method == CompressionMethod::Stored
-            && file.size < ZIP64_SIZE
-            && announce_stored_entry(zip, &mut input, buf, probe_len).map_err(read_error)?;
+        *announcing = method == CompressionMethod::Stored && file.size < ZIP64_SIZE;
         if *announcing {
-            // The probe was overwritten: the copy starts from the top.
+            *announcing =
+                announce_stored_entry(zip, &mut input, buf, probe_len).map_err(read_error)?;
+            // Announced or not, the file was read to its end into `buf`
+            // and rewound: the copy starts from the top.
             probe_len = 0;
         }
     }
@@ -721,6 +722,36 @@ mod tests {
         assert_eq!(entry.compression(), CompressionMethod::Deflated);
         entry.read_to_string(&mut read).expect("read");
         assert_eq!(read, text);
+    }
+
+    #[test]
+    fn a_file_read_for_an_announcement_that_is_refused_is_still_packed_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = random_bytes(5, 2 * COPY_BUFFER + 7);
+        let files = vec![
+            one_file(dir.path(), "a.bin", &content),
+            one_file(dir.path(), "b.bin", &random_bytes(6, 100)),
+        ];
+        // An unhashed writer refuses every announcement, after the read.
+        let out = dir.path().join("o.zip");
+        let writer = HashingWriter::unhashed(File::create(&out).expect("create"));
+        let zip_out = write_zip(&files, BufWriter::new(writer), &out, true).expect("zip");
+        assert!(zip_out.into_inner().is_ok(), "flush");
+        let mut archive = ZipArchive::new(File::open(&out).expect("open")).expect("zip");
+        for (index, file) in files.iter().enumerate() {
+            let mut read = Vec::new();
+            archive
+                .by_index(index)
+                .expect("entry")
+                .read_to_end(&mut read)
+                .expect("read (CRC checked)");
+            assert_eq!(
+                read,
+                fs::read(&file.source).expect("source"),
+                "{}",
+                file.name
+            );
+        }
     }
 
     #[test]
