@@ -149,12 +149,9 @@ impl<W: Write + Seek> HashingWriter<W> {
     /// Wraps `inner`, positioned at its start.
     pub fn new(inner: W) -> HashingWriter<W> {
         HashingWriter {
-            inner,
-            position: 0,
-            hashed: 0,
             // Without a thread, the caller hashes the file afterwards.
             hasher: Hasher::start(),
-            rewrites: RefCell::new(Vec::new()),
+            ..HashingWriter::unhashed(inner)
         }
     }
 
@@ -216,47 +213,41 @@ impl<W> HashingWriter<W> {
         // Dropping the sender ends the thread; its result is never read.
         self.hasher = None;
     }
+}
 
-    /// Whether `data`, written at `offset` behind the hashed end, is (part
-    /// of) an announced rewrite with the announced bytes; records it.
-    fn is_announced_rewrite(&mut self, offset: u64, data: &[u8]) -> bool {
-        let end = offset + data.len() as u64;
-        let rewrites = self.rewrites.get_mut();
-        let Some(rewrite) = rewrites
-            .iter_mut()
-            .find(|r| r.range().start <= offset && end <= r.range().end)
-        else {
-            return false;
-        };
-        let at = (offset - rewrite.offset) as usize;
-        if rewrite.bytes[at..at + data.len()] != *data {
-            return false;
-        }
-        rewrite.rewritten[at..at + data.len()].fill(true);
-        true
+/// Whether `data`, written at `offset` behind the hashed end, is (part of)
+/// one of `rewrites` with the announced bytes; records it.
+fn is_announced_rewrite(rewrites: &mut [Rewrite], offset: u64, data: &[u8]) -> bool {
+    let end = offset + data.len() as u64;
+    let Some(rewrite) = rewrites
+        .iter_mut()
+        .find(|r| r.range().start <= offset && end <= r.range().end)
+    else {
+        return false;
+    };
+    let at = (offset - rewrite.offset) as usize;
+    if rewrite.bytes[at..at + data.len()] != *data {
+        return false;
     }
+    rewrite.rewritten[at..at + data.len()].fill(true);
+    true
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.inner.write(buf)?;
         let data = &buf[..written];
-        if self.hasher.is_some() {
-            let position = self.position;
-            let in_order = position == self.hashed;
-            let kept = if in_order {
-                let rewrites = self.rewrites.get_mut();
-                self.hasher
-                    .as_mut()
-                    .is_some_and(|hasher| hasher.send(position, data, rewrites))
+        if let Some(hasher) = &mut self.hasher {
+            let rewrites = self.rewrites.get_mut();
+            let kept = if self.position == self.hashed {
+                self.hashed += written as u64;
+                hasher.send(self.position, data, rewrites)
             } else {
-                position + written as u64 <= self.hashed
-                    && self.is_announced_rewrite(position, data)
+                self.position + written as u64 <= self.hashed
+                    && is_announced_rewrite(rewrites, self.position, data)
             };
             if !kept {
                 self.spoil();
-            } else if in_order {
-                self.hashed += written as u64;
             }
         }
         self.position += written as u64;

@@ -227,15 +227,12 @@ fn add_file(
     if method == CompressionMethod::Deflated {
         options = options.compression_level(Some(DEFLATE_LEVEL));
     }
+    *announcing &= method == CompressionMethod::Stored && file.size < ZIP64_SIZE;
     if *announcing {
-        *announcing = method == CompressionMethod::Stored && file.size < ZIP64_SIZE;
-        if *announcing {
-            *announcing =
-                announce_stored_entry(zip, &mut input, buf, probe_len).map_err(read_error)?;
-            // Announced or not, the file was read to its end into `buf`
-            // and rewound: the copy starts from the top.
-            probe_len = 0;
-        }
+        *announcing = announce_stored_entry(zip, &mut input, buf, probe_len).map_err(read_error)?;
+        // Announced or not, the file was read to its end into `buf` and
+        // rewound: the copy starts from the top.
+        probe_len = 0;
     }
     let zip_error = |source| ArtifactError::Zip {
         path: out_path.to_path_buf(),
@@ -286,12 +283,13 @@ fn announce_stored_entry(
         }
     }
     input.rewind()?;
-    let (Some(out), Ok(size)) = (zip.get_ref(), u32::try_from(size)) else {
+    let size = match u32::try_from(size) {
+        Ok(size) if u64::from(size) < ZIP64_SIZE => size,
+        _ => return Ok(false),
+    };
+    let Some(out) = zip.get_ref() else {
         return Ok(false);
     };
-    if u64::from(size) >= ZIP64_SIZE {
-        return Ok(false);
-    }
     // The previous entry is stored and complete, so the next header starts
     // at the end of what was written (buffered or not).
     let header_start = out.get_ref().position() + out.buffer().len() as u64;
