@@ -2,11 +2,11 @@
 //! daemon: a busybox image built from Debian's busybox-static runs a shell,
 //! and the guards clean up after themselves.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use common::{Container, GitRepo};
+use crate::common::{Container, GitRepo};
 
 fn exists(kind: &str, name: &str) -> bool {
     Command::new("docker")

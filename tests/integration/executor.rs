@@ -4,15 +4,13 @@
 //! real containers (an empty image holding only forgexec and busybox, and a
 //! busybox image with a shell).
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const SHA: &str = "4f2d1c0b9a8e7d6c5b4a39281706f5e4d3c2b1a0";

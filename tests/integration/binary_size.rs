@@ -3,7 +3,7 @@
 //! docs/benchmarks.md, "binary size", for what takes the space).
 //! A size check only; timings belong to `benches/run`, not to tests.
 
-mod common;
+use crate::common;
 
 /// The size target for the stripped static binary.
 const MAX_BYTES: u64 = 4 * 1024 * 1024;

@@ -1,13 +1,11 @@
 //! Proves the test nginx accepts WebDAV PUTs (with missing parent folders)
 //! and serves the file back, using a raw std TcpStream client.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Nginx;
+use crate::common::Nginx;
 
 fn request(nginx: &Nginx, raw: &[u8]) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", nginx.port())).expect("connect to nginx");

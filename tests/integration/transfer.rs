@@ -3,7 +3,7 @@
 //! (including its scripted faults), artifact uploads to nginx WebDAV, and
 //! archives read back with the zip crate and Info-ZIP's `unzip`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Cursor, Read, Write};
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Fault, ForgeServer, Nginx, Route};
+use crate::common::{Fault, ForgeServer, Nginx, Route};
 use forgexec::artifacts::{collect, object_prefix, pack, ArtifactError, ArtifactStore, Checksum};
 use forgexec::forge::{CommitStatus, ForgeClient, ForgeError, StatusState};
 use forgexec::http::{HttpClient, HttpError, RetryPolicy};
@@ -849,61 +849,11 @@ fn a_single_large_stored_file_is_hashed_while_packed_and_uploaded_with_its_check
     common::run_ok(Command::new("unzip").arg("-tq").arg(&out));
 }
 
-/// A private CA and a server certificate for 127.0.0.1, made with openssl.
+/// A private CA (`forge-ca.pem`) and a server certificate for 127.0.0.1
+/// (`server.pem`, `server.key`).
 fn private_pki(dir: &Path) {
-    common::require_program("openssl", "apt-get install openssl");
-    let openssl = |args: &[&str]| {
-        common::run_ok(Command::new("openssl").args(args).current_dir(dir));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=forgexec test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
+    common::pki::make_ca(dir, "forge");
+    common::pki::make_cert(dir, "forge", "server", "subjectAltName=IP:127.0.0.1\n");
 }
 
 /// `openssl s_server -www` on 127.0.0.1: a real TLS server answering GET.
@@ -954,7 +904,7 @@ fn private_ca_from_forge_ca_cert_is_trusted_in_addition_to_web_roots() {
     let server = TlsServer::start(dir.path());
     let url = format!("https://127.0.0.1:{}/", server.port);
 
-    let trusting = HttpClient::new(Some(&dir.path().join("ca.pem"))).expect("client with CA");
+    let trusting = HttpClient::new(Some(&dir.path().join("forge-ca.pem"))).expect("client with CA");
     let response = trusting
         .send("GET", &url, |agent| agent.get(&url).call())
         .expect("TLS verified against the private CA");

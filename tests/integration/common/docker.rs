@@ -251,10 +251,6 @@ impl Service {
     pub fn guard(name: impl Into<String>) -> Service {
         Service { name: name.into() }
     }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Drop for Service {

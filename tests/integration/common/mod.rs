@@ -1,15 +1,15 @@
-//! Shared support for the integration tests (`mod common;` in each
-//! `tests/*.rs`). Everything here uses REAL parts: the static musl build of
+//! Shared support for the integration tests (`crate::common` in every
+//! module of `tests/integration`). Everything here uses REAL parts: the static musl build of
 //! forgexec, a GitHub-API-speaking HTTP server on 127.0.0.1, Debian's nginx
 //! as a WebDAV artifact store, the Docker CLI against the local daemon and the
 //! git CLI. When a real part is missing, the helper panics with a message that
 //! says what is missing and how to install it: a test never silently skips.
-#![allow(dead_code, unused_imports)]
 
 pub mod docker;
 pub mod forge_server;
 pub mod git;
 pub mod nginx;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +19,7 @@ pub use docker::{
     busybox_rootfs, docker, docker_ready, empty_rootfs_with, import_image, import_image_with,
     unique_name, Container, Image, Service,
 };
-pub use forge_server::{Fault, ForgeServer, RecordedRequest, Route};
+pub use forge_server::{Fault, ForgeServer, Route};
 pub use git::GitRepo;
 pub use nginx::Nginx;
 

@@ -3,13 +3,11 @@
 //! server and nginx as the artifact store. Build containers reach
 //! 127.0.0.1 through `--network host`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     busybox_rootfs, docker, import_image_with, static_forgexec, unique_name, ForgeServer, GitRepo,
     Image, Nginx, Service,
 };

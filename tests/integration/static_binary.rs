@@ -2,7 +2,7 @@
 //! shared libraries), small, and runs where nothing else exists: in a chroot
 //! holding only the binary, and in a Docker image imported from that root.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

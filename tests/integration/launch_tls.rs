@@ -5,90 +5,20 @@
 //! (`select_endpoint` + `connect`), the code path `forge-launch swarm` takes
 //! for a task placed on another node.
 
-mod common;
+use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{busybox_rootfs, docker, import_image, static_forgexec, unique_name, Container};
+use crate::common::{
+    busybox_rootfs, docker, import_image, static_forgexec, unique_name, Container,
+};
 use forgexec::launch::node::{self, Endpoint, NodeAccess, TlsFiles};
 use forgexec::launch::{archive, swarm, LaunchError};
 use forgexec::secret::Secret;
 
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    common::run_ok(Command::new("openssl").args(args).current_dir(dir));
-}
-
-/// A new CA `{name}-ca.pem` / `{name}-ca.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=forge-launch test CA {name}"),
-            "-keyout",
-            &format!("{name}-ca.key"),
-            "-out",
-            &format!("{name}-ca.pem"),
-        ],
-    );
-}
-
-/// A key `{name}.key` and certificate `{name}.pem` signed by `{ca}-ca`,
-/// with the given X.509 v3 extensions.
-fn make_cert(dir: &Path, ca: &str, name: &str, extensions: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    let ext = format!("{name}.ext");
-    std::fs::write(dir.join(&ext), extensions).expect("write extensions");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}-ca.pem"),
-            "-CAkey",
-            &format!("{ca}-ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
 
 /// The node's CA with a server certificate for 127.0.0.1 and a client
 /// certificate, and a second, unrelated CA with its own client certificate.
@@ -98,19 +28,18 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        common::require_program("openssl", "apt-get install openssl");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        make_ca(d, "node");
-        make_cert(
+        common::pki::make_ca(d, "node");
+        common::pki::make_cert(
             d,
             "node",
             "server",
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
         );
-        make_cert(d, "node", "client", "extendedKeyUsage=clientAuth\n");
-        make_ca(d, "stranger");
-        make_cert(
+        common::pki::make_cert(d, "node", "client", "extendedKeyUsage=clientAuth\n");
+        common::pki::make_ca(d, "stranger");
+        common::pki::make_cert(
             d,
             "stranger",
             "stranger-client",

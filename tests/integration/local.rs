@@ -4,15 +4,13 @@
 //! `git push`es to a bare repository. Uses the host build of forgexec; no
 //! Docker.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const FORGEXEC: &str = env!("CARGO_BIN_EXE_forgexec");
 

@@ -1,13 +1,13 @@
 //! Proves the test ForgeServer speaks HTTP/1.1 and GitHub's API shapes, using
 //! a raw std TcpStream client (no HTTP library in between).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Fault, ForgeServer, Route};
+use crate::common::{Fault, ForgeServer, Route};
 use serde_json::Value;
 
 const TOKEN: &str = "s3cr3t-token";

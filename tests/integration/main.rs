@@ -1,0 +1,19 @@
+//! The integration tests, one binary (one link of the dependency graph):
+//! a module per area, all against real parts (see `common`). The launcher's
+//! modules need the `launcher` feature, like the binary they drive.
+
+mod common;
+
+mod binary_size;
+mod docker_support;
+mod executor;
+mod forge_server;
+#[cfg(feature = "launcher")]
+mod launch_swarm;
+#[cfg(feature = "launcher")]
+mod launch_tls;
+mod local;
+mod nginx_webdav;
+mod static_binary;
+mod transfer;
+mod validate;
