@@ -8,6 +8,7 @@ mod binary_size;
 mod docker_support;
 mod executor;
 mod forge_server;
+mod fuzz;
 #[cfg(feature = "launcher")]
 mod launch_swarm;
 #[cfg(feature = "launcher")]
