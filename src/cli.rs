@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use crate::build::exit;
+use crate::exit;
+use crate::render::Renderer;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -136,28 +137,31 @@ pub fn main() -> ExitCode {
             let _ = crate::init::make_non_dumpable();
             let options = crate::local::RunOptions {
                 dir: args.dir,
-                action: args.action,
                 stages: args.stage.into_iter().map(Into::into).collect(),
                 list: args.list,
                 clean: args.clean,
                 post_statuses: args.post_statuses,
-                owner: args.owner,
-                repo: args.repo,
-                sha: args.sha,
+                flags: crate::facts::RawFacts {
+                    owner: args.owner,
+                    repo: args.repo,
+                    sha: args.sha,
+                    action: args.action,
+                    ..Default::default()
+                },
             };
-            ExitCode::from(crate::local::run(&options))
+            ExitCode::from(print_run(crate::local::run(&options)))
         }
         Some(Command::Hook(hook)) => ExitCode::from(run_hook(hook)),
         None => {
             // The token will live in this process's memory: keep same-user
             // build commands out of /proc/<pid>/mem and /proc/<pid>/environ.
             if let Err(err) = crate::init::make_non_dumpable() {
-                eprintln!("forgexec: cannot mark the process non-dumpable: {err}");
+                Renderer::default().report("forgexec: cannot mark the process non-dumpable", &err);
                 return ExitCode::from(exit::INFRASTRUCTURE);
             }
             // Before any thread exists: as PID 1, split off the init.
             if let Err(err) = crate::init::split_if_pid1() {
-                eprintln!("forgexec: cannot start the PID 1 supervisor: {err}");
+                Renderer::default().report("forgexec: cannot start the PID 1 supervisor", &err);
                 return ExitCode::from(exit::INFRASTRUCTURE);
             }
             let _ = crate::init::make_non_dumpable();
@@ -173,7 +177,7 @@ fn run_hook(command: HookCommand) -> u8 {
             let exe = match std::env::current_exe().and_then(|p| p.canonicalize()) {
                 Ok(exe) => exe,
                 Err(err) => {
-                    eprintln!("forgexec: {}", hook::HookError::CurrentExe(err));
+                    Renderer::default().report("forgexec", &hook::HookError::CurrentExe(err));
                     return exit::INFRASTRUCTURE;
                 }
             };
@@ -200,7 +204,7 @@ fn run_hook(command: HookCommand) -> u8 {
                     exit::PASSED
                 }
                 Err(err) => {
-                    eprintln!("forgexec: {err}");
+                    Renderer::default().report("forgexec", &err);
                     hook_error_code(&err)
                 }
             }
@@ -221,14 +225,65 @@ fn run_hook(command: HookCommand) -> u8 {
                 exit::PASSED
             }
             Err(err) => {
-                eprintln!("forgexec: {err}");
+                Renderer::default().report("forgexec", &err);
                 hook_error_code(&err)
             }
         },
         HookCommand::PrePush { remote, url, dir } => {
             let _ = crate::init::make_non_dumpable();
-            hook::pre_push(&dir, &remote, &url, std::io::stdin().lock())
+            print_pre_push(hook::pre_push(&dir, &remote, &url, std::io::stdin().lock()))
         }
+    }
+}
+
+/// Prints what `forgexec run` produced; returns its exit code.
+fn print_run(result: Result<crate::local::RunOutcome, crate::local::LocalError>) -> u8 {
+    use crate::local::RunOutcome;
+    let console = Renderer::default();
+    match result {
+        Ok(RunOutcome::Listed(plan)) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match write!(out, "{plan}").and_then(|()| out.flush()) {
+                Ok(()) => exit::PASSED,
+                Err(err) => {
+                    console.report("forgexec: cannot print the list", &err);
+                    exit::INFRASTRUCTURE
+                }
+            }
+        }
+        Ok(RunOutcome::Built(outcome)) => outcome.exit_code,
+        Err(err) => {
+            console.report("forgexec run", &err);
+            err.exit_code()
+        }
+    }
+}
+
+/// Prints the hook's decision; returns its exit code (0 lets the push go).
+fn print_pre_push(
+    result: Result<crate::local::hook::PrePush, crate::local::hook::PrePushError>,
+) -> u8 {
+    use crate::local::hook::{PrePush, SKIP_VAR};
+    let console = Renderer::default();
+    match &result {
+        Ok(PrePush::Passed) => {}
+        Ok(PrePush::Skipped(value)) => {
+            console.say(&format!("forgexec pre-push: skipped ({SKIP_VAR}={value})"));
+        }
+        Ok(PrePush::Refused { sha, refs, outcome }) => console.say(&format!(
+            "forgexec pre-push: {}: push refused: commit {sha} ({}) failed: {}\n  \
+             help: fix it and commit, or push anyway with `git push --no-verify` \
+             (or {SKIP_VAR}=1)",
+            sha.get(..7).unwrap_or(sha),
+            refs.join(", "),
+            outcome.description
+        )),
+        Err(err) => console.report("forgexec pre-push", err),
+    }
+    match result {
+        Ok(decision) => decision.exit_code(),
+        Err(err) => err.exit_code(),
     }
 }
 
@@ -247,7 +302,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
             ExitCode::from(exit::PASSED)
         }
         Err(err) => {
-            eprintln!("{err}");
+            Renderer::default().say(&err.to_string());
             ExitCode::from(exit::INVALID)
         }
     }

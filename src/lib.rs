@@ -3,7 +3,9 @@
 //! The library holds all logic; the `forgexec` and `forge-launch` binaries
 //! only parse arguments and render errors. Modules by concern:
 //! - [`spec`]: the `.forge.yml` model, its validation and JSON Schema.
-//! - [`context`]: the build's facts from the `FORGE_*` environment.
+//! - [`facts`]: the build facts: checked names, the `FORGE_*` contract and
+//!   the one step that validates them.
+//! - [`exit`]: the exit codes of both binaries.
 //! - [`run`]: the stage runner (processes, output, masking, cancellation).
 //! - [`init`]: PID 1 duties inside the container.
 //! - [`http`]: the shared HTTP client (embedded roots, private CA, retries).
@@ -11,6 +13,7 @@
 //! - [`workspace`]: the source tree a build runs in, unpacked safely.
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - [`status`]: commit statuses as a build reports them.
+//! - [`render`]: the one place an error becomes (masked) text.
 //! - [`build`]: one CI build end to end, from environment to final status.
 //! - [`local`]: the same build on a developer's machine (`forgexec run`)
 //!   and as a git pre-push hook.
@@ -20,13 +23,15 @@
 pub mod artifacts;
 pub mod build;
 pub mod cli;
-pub mod context;
+pub mod exit;
+pub mod facts;
 pub mod forge;
 pub mod http;
 pub mod init;
 #[cfg(feature = "launcher")]
 pub mod launch;
 pub mod local;
+pub mod render;
 pub mod run;
 pub mod secret;
 pub mod spec;

@@ -181,13 +181,7 @@ pub fn parse_remote_url(url: &str) -> Option<(String, String)> {
     let mut segments = path.rsplit('/').filter(|s| !s.is_empty());
     let repo = segments.next()?;
     let owner = segments.next()?.trim_start_matches('~');
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    };
+    let valid = crate::facts::RepoName::is_valid;
     (valid(owner) && valid(repo)).then(|| (owner.to_string(), repo.to_string()))
 }
 

@@ -13,9 +13,14 @@ use std::io::{self, BufRead};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::sys::signal::Signal;
+
 use super::git::{CleanCheckout, Git, GitError};
-use super::{local_context, resolve_facts, short, ContextRequest, FactOverrides};
-use crate::build::{exit, Build, BuildOptions, StageSelection};
+use super::{local_context, resolve_facts, LocalError};
+use crate::build::{Build, BuildOptions, BuildOutcome, StageSelection};
+use crate::exit;
+use crate::facts::{self, RawFacts};
+use crate::render::Renderer;
 use crate::run::cancel::Cancellation;
 
 /// Marks a hook as forgexec's (so it is updated and removed, never others).
@@ -221,11 +226,36 @@ impl PushedRef {
     }
 }
 
+/// Most input the hook reads from git (a push of thousands of refs fits).
+pub const MAX_INPUT_BYTES: u64 = 4 << 20;
+
+/// git's pre-push input could not be read or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum PushInputError {
+    #[error("cannot read the refs from stdin: {0}")]
+    Read(#[source] io::Error),
+    #[error("stdin line {line}: expected `<local ref> <local sha> <remote ref> <remote sha>`, got `{text}`")]
+    Malformed { line: usize, text: String },
+    #[error("stdin: more than {MAX_INPUT_BYTES} bytes of refs; git never sends that many")]
+    TooLong,
+}
+
 /// Parses git's pre-push input; blank lines are skipped.
-pub fn parse_pushed_refs(input: impl BufRead) -> Result<Vec<PushedRef>, String> {
+pub fn parse_pushed_refs(input: impl BufRead) -> Result<Vec<PushedRef>, PushInputError> {
+    let mut input = input.take(MAX_INPUT_BYTES + 1);
     let mut refs = Vec::new();
-    for (index, line) in input.lines().enumerate() {
-        let line = line.map_err(|e| format!("cannot read the refs from stdin: {e}"))?;
+    let mut line = String::new();
+    let mut read = 0u64;
+    for number in 1.. {
+        line.clear();
+        let n = input.read_line(&mut line).map_err(PushInputError::Read)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > MAX_INPUT_BYTES {
+            return Err(PushInputError::TooLong);
+        }
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [] => continue,
@@ -236,10 +266,10 @@ pub fn parse_pushed_refs(input: impl BufRead) -> Result<Vec<PushedRef>, String> 
                 remote_sha: remote_sha.to_string(),
             }),
             _ => {
-                return Err(format!(
-                    "stdin line {}: expected `<local ref> <local sha> <remote ref> <remote sha>`, got `{line}`",
-                    index + 1
-                ))
+                return Err(PushInputError::Malformed {
+                    line: number,
+                    text: line.trim_end_matches(['\n', '\r']).to_string(),
+                })
             }
         }
     }
@@ -259,150 +289,132 @@ pub fn commits_to_build(refs: &[PushedRef]) -> Vec<(String, Vec<String>)> {
     commits
 }
 
-/// `forgexec hook pre-push REMOTE URL`: returns 0 to let the push go.
-pub fn pre_push(dir: &Path, remote: &str, url: &str, input: impl BufRead) -> u8 {
-    let refs = match parse_pushed_refs(input) {
-        Ok(refs) => refs,
-        Err(problem) => {
-            eprintln!("forgexec pre-push: {problem}");
-            return exit::INVALID;
+/// What the hook decided.
+#[derive(Debug)]
+pub enum PrePush {
+    /// Every pushed commit passed (or the push builds none).
+    Passed,
+    /// `FORGE_SKIP_HOOK` is set to this value.
+    Skipped(String),
+    /// This commit failed: the push is refused.
+    Refused {
+        sha: String,
+        refs: Vec<String>,
+        outcome: BuildOutcome,
+    },
+}
+
+impl PrePush {
+    /// 0 lets the push go.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PrePush::Passed | PrePush::Skipped(_) => exit::PASSED,
+            PrePush::Refused { outcome, .. } => outcome.exit_code,
         }
-    };
+    }
+}
+
+/// Why the hook could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum PrePushError {
+    #[error(transparent)]
+    Input(#[from] PushInputError),
+    #[error("{0}")]
+    Local(#[from] LocalError),
+    #[error("cancelled by {}", .0.as_str())]
+    Cancelled(Signal),
+}
+
+impl PrePushError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PrePushError::Input(_) => exit::INVALID,
+            PrePushError::Local(err) => err.exit_code(),
+            PrePushError::Cancelled(signal) => exit::cancelled(*signal),
+        }
+    }
+}
+
+/// `forgexec hook pre-push REMOTE URL`: builds each pushed commit (setup
+/// and test) in a clean checkout, stopping at the first that fails.
+pub fn pre_push(
+    dir: &Path,
+    remote: &str,
+    url: &str,
+    input: impl BufRead,
+) -> Result<PrePush, PrePushError> {
+    let refs = parse_pushed_refs(input)?;
     if let Ok(value) = std::env::var(SKIP_VAR) {
         if matches!(value.trim(), "1" | "true" | "yes") {
-            eprintln!("forgexec pre-push: skipped ({SKIP_VAR}={value})");
-            return exit::PASSED;
+            return Ok(PrePush::Skipped(value));
         }
     }
     let commits = commits_to_build(&refs);
     if commits.is_empty() {
-        return exit::PASSED;
+        return Ok(PrePush::Passed);
     }
     let git = Git::new(dir);
-    let cancel = match Cancellation::from_signals(crate::context::DEFAULT_GRACE) {
-        Ok(cancel) => cancel,
-        Err(err) => {
-            eprintln!("forgexec pre-push: cannot install signal handlers: {err}");
-            return exit::INFRASTRUCTURE;
-        }
-    };
-    let vars: Vec<(String, String)> = std::env::vars().collect();
-    for (sha, refs) in &commits {
+    let cancel = Cancellation::from_signals(facts::DEFAULT_GRACE).map_err(LocalError::Signals)?;
+    let console = Renderer::default();
+    for (sha, refs) in commits {
         if let Some(signal) = cancel.signal() {
-            return (128 + signal).clamp(0, 255) as u8;
+            return Err(PrePushError::Cancelled(signal));
         }
-        let label = format!("forgexec pre-push: {}", short(sha));
-        let refs_text = refs.join(", ");
-        eprintln!("{label} ({refs_text} on {remote}): building in a clean checkout");
-        let overrides = FactOverrides {
-            sha: Some(sha.clone()),
-            ..FactOverrides::default()
-        };
-        let facts = match resolve_facts(&git, &vars, &overrides, Some(url)) {
-            Ok(facts) => facts,
-            Err(_) => {
-                // The hook must not refuse a push for want of a name: a
-                // remote that is a local path names no owner.
-                let mut facts = match resolve_facts(
-                    &git,
-                    &vars,
-                    &FactOverrides {
-                        owner: Some("local".into()),
-                        repo: Some(fallback_repo_name(&git)),
-                        ..overrides.clone()
-                    },
-                    Some(url),
-                ) {
-                    Ok(facts) => facts,
-                    Err(err) => {
-                        eprintln!("{label}: {err}");
-                        return exit::INVALID;
-                    }
-                };
-                facts.sha = sha.clone();
-                facts
-            }
-        };
-        let checkout = match CleanCheckout::create(&git, sha) {
-            Ok(checkout) => checkout,
-            Err(err) => {
-                eprintln!("{label}: {err}");
-                return match cancel.signal() {
-                    Some(signal) => (128 + signal).clamp(0, 255) as u8,
-                    None => exit::INFRASTRUCTURE,
-                };
-            }
-        };
-        let request = ContextRequest {
-            facts: &facts,
-            vars: vars.clone(),
-            workspace: checkout.path(),
-            artifacts_default: None,
-            post_statuses: false,
-        };
-        let (mut ctx, token) = match local_context(request) {
-            Ok(pair) => pair,
-            Err(err) => {
-                eprintln!("{label}: invalid build environment\n{err}");
-                return exit::INVALID;
-            }
-        };
-        // The hook checks; it neither reports to the forge nor uploads.
-        ctx.status_url = None;
-        ctx.artifacts_url = None;
-        let build = Build::new(ctx, token, cancel.clone(), super::command_env()).with_options(
-            BuildOptions {
-                stages: StageSelection {
-                    setup: true,
-                    test: true,
-                    artifacts: false,
-                },
-                progress: Some(label.clone()),
-                fetch_missing_source: false,
-                artifact_excludes: Vec::new(),
-            },
-        );
-        let outcome = build.run_outcome();
-        drop(checkout);
+        let label = format!("forgexec pre-push: {}", short(&sha));
+        console.say(&format!(
+            "{label} ({} on {remote}): building in a clean checkout",
+            refs.join(", ")
+        ));
+        let outcome = build_pushed_commit(&git, &sha, url, &label, &cancel)?;
         if outcome.exit_code != exit::PASSED {
-            eprintln!(
-                "{label}: push refused: commit {sha} ({refs_text}) failed: {}\n  \
-                 help: fix it and commit, or push anyway with `git push --no-verify` \
-                 (or {SKIP_VAR}=1)",
-                outcome.description
-            );
-            return outcome.exit_code;
+            return Ok(PrePush::Refused { sha, refs, outcome });
         }
-        eprintln!("{label}: ok");
+        console.say(&format!("{label}: ok"));
     }
-    exit::PASSED
+    Ok(PrePush::Passed)
 }
 
-/// The repository's folder name, made a valid repository name.
-fn fallback_repo_name(git: &Git) -> String {
-    let top = git
-        .toplevel()
-        .unwrap_or_else(|_| git.dir().to_path_buf())
-        .canonicalize()
-        .unwrap_or_else(|_| git.dir().to_path_buf());
-    let name: String = top
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if name.is_empty() || name.chars().all(|c| c == '.') {
-        "repository".into()
-    } else {
-        name
-    }
+/// One pushed commit, built in a clean checkout; checks only: no statuses,
+/// no uploads.
+fn build_pushed_commit(
+    git: &Git,
+    sha: &str,
+    url: &str,
+    label: &str,
+    cancel: &Cancellation,
+) -> Result<BuildOutcome, LocalError> {
+    let flags = RawFacts {
+        sha: Some(sha.to_string()),
+        ..RawFacts::default()
+    };
+    let facts = resolve_facts(git, &flags, RawFacts::from_env(), Some(url))?;
+    let checkout = CleanCheckout::create(git, sha).map_err(|source| LocalError::Checkout {
+        source,
+        cancelled: cancel.signal(),
+    })?;
+    let (mut ctx, token) =
+        local_context(&facts, checkout.path(), None, false).map_err(LocalError::Facts)?;
+    ctx.status_url = None;
+    ctx.artifacts_url = None;
+    let build =
+        Build::new(ctx, token, cancel.clone(), super::command_env()).with_options(BuildOptions {
+            stages: StageSelection {
+                setup: true,
+                test: true,
+                artifacts: false,
+            },
+            progress: Some(label.to_string()),
+            fetch_missing_source: false,
+            artifact_excludes: Vec::new(),
+        });
+    let outcome = build.run_outcome();
+    drop(checkout);
+    Ok(outcome)
+}
+
+/// The first 7 characters of a commit id, as git shows it.
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }
 
 #[cfg(test)]
@@ -443,7 +455,10 @@ mod tests {
     #[test]
     fn a_malformed_line_is_reported_with_its_number() {
         let err = parse_pushed_refs(format!("refs/heads/main {A}\n").as_bytes()).unwrap_err();
-        assert!(err.starts_with("stdin line 1: expected"), "{err}");
+        assert!(
+            err.to_string().starts_with("stdin line 1: expected"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,35 +1,43 @@
 //! Local builds on a developer's machine, through the same [`Build`] as CI:
 //! `forgexec run` reproduces a CI run of the repository in a folder, and the
 //! pre-push hook ([`hook`]) builds each pushed commit before it leaves. The
-//! build facts come from git when `FORGE_*` does not give them (owner and
-//! repository from the `origin` URL, the commit from `HEAD`), flags winning
-//! over both; the source is the work tree as it is, or with `--clean` (and
-//! always in the hook) a fresh temporary checkout of the commit
-//! ([`git::CleanCheckout`]) that is removed however the build ends.
-//! Statuses are only printed unless posting is asked for, and artifacts go
-//! to `./forge-artifacts/` unless `FORGE_ARTIFACTS_URL` says otherwise.
+//! build facts come from the flags, then `FORGE_*`, then git (owner and
+//! repository from the `origin` URL, else `local/<folder>`; the commit from
+//! `HEAD`), validated by the same step as in CI; the source is the work
+//! tree as it is, or with `--clean` (and always in the hook) a fresh
+//! temporary checkout of the commit ([`git::CleanCheckout`]) that is removed
+//! however the build ends. Statuses are only printed unless posting is asked
+//! for, and artifacts go to `./forge-artifacts/` unless
+//! `FORGE_ARTIFACTS_URL` says otherwise. These functions return outcomes;
+//! the CLI prints them.
 
 pub mod git;
 pub mod hook;
 
 use std::path::{Path, PathBuf};
 
-use crate::build::{exit, Build, BuildOptions, StageSelection};
-use crate::context::{BuildContext, ContextError, TokenSource, VarProblem};
+use nix::sys::signal::Signal;
+
+use crate::build::plan::BuildPlan;
+use crate::build::{Build, BuildError, BuildOptions, BuildOutcome, StageSelection};
+use crate::exit;
+use crate::facts::{self, var, BuildContext, FactProblem, FactsError, Mode, RawFacts, RepoName};
+use crate::render::Renderer;
 use crate::run::cancel::Cancellation;
 use crate::run::Stage;
 use crate::secret::Secret;
-use git::{CleanCheckout, Git, GIT_REPO_VARS};
+use git::{CleanCheckout, Git, GitError, GIT_REPO_VARS};
 
 /// Folder (under the repository) local artifacts and build logs go to.
 pub const ARTIFACTS_DIR: &str = "forge-artifacts";
+/// The owner of a repository whose remote names none.
+pub const LOCAL_OWNER: &str = "local";
 
 /// What `forgexec run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// The repository (any folder inside its work tree).
     pub dir: PathBuf,
-    pub action: Option<String>,
     /// Stages to run; empty means all.
     pub stages: Vec<Stage>,
     /// Print what would run instead of running it.
@@ -38,83 +46,78 @@ pub struct RunOptions {
     pub clean: bool,
     /// Post commit statuses (needs a token) instead of only printing them.
     pub post_statuses: bool,
-    pub owner: Option<String>,
-    pub repo: Option<String>,
-    /// A commit (`HEAD~1`, a branch, a full id); default `HEAD`.
-    pub sha: Option<String>,
+    /// `--owner`, `--repo`, `--action`; `sha` holds `--sha`, any revision.
+    pub flags: RawFacts,
 }
 
-/// Explicit build facts that win over `FORGE_*` and git.
-#[derive(Debug, Clone, Default)]
-pub struct FactOverrides {
-    pub owner: Option<String>,
-    pub repo: Option<String>,
-    pub sha: Option<String>,
-    pub action: Option<String>,
+/// What a local command produced.
+pub enum RunOutcome {
+    /// `--list`: the plan, nothing ran.
+    Listed(BuildPlan),
+    /// The build ran (or could not start) and ended like this.
+    Built(BuildOutcome),
 }
 
-/// `forgexec run`: returns the exit code, the same ones as in CI.
-pub fn run(options: &RunOptions) -> u8 {
-    let git = Git::new(&options.dir);
-    let vars: Vec<(String, String)> = std::env::vars().collect();
-    let overrides = FactOverrides {
-        owner: options.owner.clone(),
-        repo: options.repo.clone(),
-        sha: options.sha.clone(),
-        action: options.action.clone(),
-    };
-    let facts = match resolve_facts(&git, &vars, &overrides, None) {
-        Ok(facts) => facts,
-        Err(err) => {
-            eprintln!("forgexec run: invalid build facts\n{err}");
-            return exit::INVALID;
-        }
-    };
-    // Signals are caught from here on: a Ctrl-C during the checkout or the
-    // build ends in the normal way out, which removes the temporary tree.
-    let cancel = match Cancellation::from_signals(crate::context::DEFAULT_GRACE) {
-        Ok(cancel) => cancel,
-        Err(err) => {
-            eprintln!("forgexec: cannot install signal handlers: {err}");
-            return exit::INFRASTRUCTURE;
-        }
-    };
-    let checkout = if options.clean {
-        match CleanCheckout::create(&git, &facts.sha) {
-            Ok(checkout) => Some(checkout),
-            Err(err) => {
-                eprintln!("forgexec run: {err}");
-                let code = match err {
-                    git::GitError::NoSuchCommit { .. } | git::GitError::NotARepository { .. } => {
-                        exit::INVALID
-                    }
-                    _ => exit::INFRASTRUCTURE,
-                };
-                return cancelled_or(&cancel, code);
+/// Why a local build could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("invalid build facts\n{0}")]
+    Facts(FactsError),
+    #[error("{source}")]
+    Checkout {
+        source: GitError,
+        /// The signal that interrupted the checkout, if one did.
+        cancelled: Option<Signal>,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("{0}")]
+    Plan(Box<BuildError>),
+}
+
+impl LocalError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LocalError::Facts(_) => exit::INVALID,
+            LocalError::Checkout {
+                cancelled: Some(signal),
+                ..
+            } => exit::cancelled(*signal),
+            LocalError::Checkout {
+                source: GitError::NoSuchCommit { .. } | GitError::NotARepository { .. },
+                ..
+            } => exit::INVALID,
+            LocalError::Plan(err) if err.is_invalid_input() => exit::INVALID,
+            LocalError::Checkout { .. } | LocalError::Signals(_) | LocalError::Plan(_) => {
+                exit::INFRASTRUCTURE
             }
         }
-    } else {
-        None
+    }
+}
+
+/// `forgexec run`: builds (or lists) the repository in `options.dir`.
+pub fn run(options: &RunOptions) -> Result<RunOutcome, LocalError> {
+    let git = Git::new(&options.dir);
+    let facts = resolve_facts(&git, &options.flags, RawFacts::from_env(), None)?;
+    // Signals are caught from here on: a Ctrl-C during the checkout or the
+    // build ends in the normal way out, which removes the temporary tree.
+    let cancel = Cancellation::from_signals(facts::DEFAULT_GRACE).map_err(LocalError::Signals)?;
+    let checkout = match options.clean {
+        true => Some(clean_checkout(&git, &facts.raw, &cancel)?),
+        false => None,
     };
     let workspace = match &checkout {
         Some(checkout) => checkout.path().to_path_buf(),
         None => facts.toplevel.clone(),
     };
     let artifacts_default = facts.toplevel.join(ARTIFACTS_DIR);
-    let request = ContextRequest {
-        facts: &facts,
-        vars,
-        workspace: &workspace,
-        artifacts_default: Some(&artifacts_default),
-        post_statuses: options.post_statuses,
-    };
-    let (ctx, token) = match local_context(request) {
-        Ok(pair) => pair,
-        Err(err) => {
-            eprintln!("forgexec run: invalid build environment\n{err}");
-            return exit::INVALID;
-        }
-    };
+    let (ctx, token) = local_context(
+        &facts,
+        &workspace,
+        Some(&artifacts_default),
+        options.post_statuses,
+    )
+    .map_err(LocalError::Facts)?;
     let build = Build::new(ctx, token, cancel.clone(), command_env()).with_options(BuildOptions {
         stages: StageSelection::only(&options.stages),
         progress: None,
@@ -122,15 +125,21 @@ pub fn run(options: &RunOptions) -> u8 {
         // Earlier local runs' output is no artifact of this one.
         artifact_excludes: vec![format!("{ARTIFACTS_DIR}/**")],
     });
+    if let Some(note) = &facts.note {
+        Renderer::default().say(&format!("forgexec run: {note}"));
+    }
     if options.list {
-        return build.list(&mut std::io::stdout());
+        return build
+            .plan()
+            .map(RunOutcome::Listed)
+            .map_err(|err| LocalError::Plan(Box::new(err)));
     }
     let ctx = build.context();
-    eprintln!(
+    Renderer::default().say(&format!(
         "forgexec run: {}/{} at {} in {}{}; statuses are {}",
         ctx.owner,
         ctx.repo,
-        short(&ctx.sha),
+        ctx.sha.short(),
         ctx.workspace.display(),
         if checkout.is_some() {
             " (clean checkout, removed afterwards)"
@@ -142,95 +151,68 @@ pub fn run(options: &RunOptions) -> u8 {
         } else {
             "printed, not posted (--post-statuses posts them)"
         }
-    );
-    let code = build.run();
+    ));
+    let outcome = build.run_outcome();
     drop(checkout);
-    code
+    Ok(RunOutcome::Built(outcome))
 }
 
-/// Build facts resolved for one local build.
+fn clean_checkout(
+    git: &Git,
+    raw: &RawFacts,
+    cancel: &Cancellation,
+) -> Result<CleanCheckout, LocalError> {
+    let sha = raw.sha.as_deref().unwrap_or_default();
+    CleanCheckout::create(git, sha).map_err(|source| LocalError::Checkout {
+        source,
+        cancelled: cancel.signal(),
+    })
+}
+
+/// The facts of one local build, before validation.
 #[derive(Debug, Clone)]
-pub struct Facts {
-    pub owner: String,
-    pub repo: String,
-    pub sha: String,
-    pub action: Option<String>,
+pub struct LocalFacts {
+    /// Flags over `FORGE_*` over git; the commit resolved to its full id.
+    pub raw: RawFacts,
     /// The work tree's top folder (the folder itself when not in git).
     pub toplevel: PathBuf,
+    /// Said to the developer when git named no owner.
+    pub note: Option<String>,
 }
 
 /// Owner, repository and commit: a flag, else `FORGE_*`, else git (the
-/// `origin` URL, else `fallback_url`; `HEAD`). Every fact that cannot be
-/// found is reported by variable with its fix.
+/// `origin` URL, else `fallback_url`, else `local/<folder>`; `HEAD`). A
+/// `--sha` that git cannot resolve is reported by variable with its fix.
 pub fn resolve_facts(
     git: &Git,
-    vars: &[(String, String)],
-    overrides: &FactOverrides,
+    flags: &RawFacts,
+    env: RawFacts,
     fallback_url: Option<&str>,
-) -> Result<Facts, ContextError> {
-    let var = |name: &str| {
-        vars.iter()
-            .find(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    };
-    let toplevel = git.toplevel();
+) -> Result<LocalFacts, LocalError> {
+    let toplevel = git.toplevel().unwrap_or_else(|_| git.dir().to_path_buf());
+    let toplevel = toplevel.canonicalize().unwrap_or(toplevel);
     let mut problems = Vec::new();
 
-    let origin = git.remote_url("origin");
-    let from_url = origin
-        .as_deref()
-        .and_then(git::parse_remote_url)
-        .or_else(|| fallback_url.and_then(git::parse_remote_url));
-    let url_note = match &origin {
-        Some(url) => format!("the origin URL `{url}` names none"),
-        None => "there is no `origin` remote".to_string(),
-    };
-    let mut pick = |flag: &Option<String>, variable: &'static str, from_git: Option<String>| {
-        let value = flag.clone().or_else(|| var(variable)).or(from_git);
-        if value.is_none() {
-            let option = variable.trim_start_matches("FORGE_").to_ascii_lowercase();
-            problems.push(VarProblem {
-                variable,
-                problem: format!("is not set and {url_note}"),
-                fix: format!(
-                    "pass --{option}, set {variable}, or add an origin remote \
-                     (`git remote add origin https://github.com/OWNER/REPO.git`)"
-                ),
-            });
-        }
-        value
-    };
-    let owner = pick(
-        &overrides.owner,
-        "FORGE_OWNER",
-        from_url.as_ref().map(|p| p.0.clone()),
-    );
-    let repo = pick(
-        &overrides.repo,
-        "FORGE_REPO",
-        from_url.as_ref().map(|p| p.1.clone()),
-    );
-
     // The commit: a flag may name any revision; FORGE_SHA is taken as is.
-    let sha = match (&overrides.sha, var("FORGE_SHA")) {
+    let sha = match (&flags.sha, &env.sha) {
         (Some(rev), _) => match git.commit(rev) {
             Ok(sha) => Some(sha),
-            Err(_) if is_full_sha(rev) => Some(rev.clone()),
+            Err(_) if facts::CommitId::is_valid(rev) => Some(rev.clone()),
             Err(err) => {
-                problems.push(VarProblem {
-                    variable: "FORGE_SHA",
+                problems.push(FactProblem {
+                    variable: var::SHA,
                     problem: format!("--sha {rev}: {err}"),
                     fix: "name a commit of this repository (`HEAD~1`, a branch, an id)".into(),
                 });
                 None
             }
         },
-        (None, Some(sha)) => Some(sha),
+        (None, Some(sha)) => Some(sha.clone()),
         (None, None) => match git.commit("HEAD") {
             Ok(sha) => Some(sha),
             Err(err) => {
-                problems.push(VarProblem {
-                    variable: "FORGE_SHA",
+                problems.push(FactProblem {
+                    variable: var::SHA,
                     problem: format!("is not set and HEAD is not a commit: {err}"),
                     fix: "commit first, pass --sha, or set FORGE_SHA".into(),
                 });
@@ -239,28 +221,46 @@ pub fn resolve_facts(
         },
     };
     if !problems.is_empty() {
-        return Err(ContextError { problems });
+        return Err(LocalError::Facts(FactsError { problems }));
     }
-    let toplevel = toplevel.unwrap_or_else(|_| git.dir().to_path_buf());
-    let toplevel = toplevel.canonicalize().unwrap_or(toplevel);
-    Ok(Facts {
-        owner: owner.unwrap_or_default(),
-        repo: repo.unwrap_or_default(),
-        sha: sha.unwrap_or_default(),
-        action: overrides.action.clone().or_else(|| var("FORGE_ACTION")),
-        toplevel,
-    })
-}
 
-/// Everything [`local_context`] needs.
-pub struct ContextRequest<'a> {
-    pub facts: &'a Facts,
-    /// The process environment.
-    pub vars: Vec<(String, String)>,
-    pub workspace: &'a Path,
-    /// Artifact folder when `FORGE_ARTIFACTS_URL` is unset; `None`: none.
-    pub artifacts_default: Option<&'a Path>,
-    pub post_statuses: bool,
+    let origin = git.remote_url("origin");
+    let named = origin
+        .as_deref()
+        .and_then(git::parse_remote_url)
+        .or_else(|| fallback_url.and_then(git::parse_remote_url));
+    let (from_git, note) = match named {
+        Some((owner, repo)) => ((owner, repo), None),
+        None => {
+            let repo = folder_repo_name(&toplevel);
+            let why = match &origin {
+                Some(url) => format!("the origin URL `{url}` names no owner"),
+                None => "there is no `origin` remote".to_string(),
+            };
+            let note = format!(
+                "{why}: building as {LOCAL_OWNER}/{repo} (pass --owner/--repo or set FORGE_OWNER/FORGE_REPO to name it)"
+            );
+            ((LOCAL_OWNER.to_string(), repo), Some(note))
+        }
+    };
+    let git_facts = RawFacts {
+        owner: Some(from_git.0),
+        repo: Some(from_git.1),
+        sha,
+        ..RawFacts::default()
+    };
+    let flags = RawFacts {
+        sha: None,
+        ..flags.clone()
+    };
+    let owner_flag = flags.owner.is_some();
+    let raw = flags.or(RawFacts { sha: None, ..env }).or(git_facts);
+    let note = note.filter(|_| !owner_flag && raw.owner.as_deref() == Some(LOCAL_OWNER));
+    Ok(LocalFacts {
+        raw,
+        toplevel,
+        note,
+    })
 }
 
 /// The [`BuildContext`] of a local build, validated by the same code as in
@@ -270,97 +270,45 @@ pub struct ContextRequest<'a> {
 /// is read but never deleted (it is the developer's), and `/forge/token` is
 /// not looked for.
 pub fn local_context(
-    request: ContextRequest<'_>,
-) -> Result<(BuildContext, Option<Secret>), ContextError> {
-    let facts = request.facts;
-    let token_file = request
-        .vars
-        .iter()
-        .find(|(k, v)| k == "FORGE_TOKEN_FILE" && !v.is_empty())
-        .map(|(_, v)| PathBuf::from(v));
-    let mut vars: Vec<(String, String)> = request
-        .vars
-        .into_iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "FORGE_OWNER"
-                    | "FORGE_REPO"
-                    | "FORGE_SHA"
-                    | "FORGE_ACTION"
-                    | "FORGE_WORKSPACE"
-                    | "FORGE_TOKEN_FILE"
-            )
-        })
-        .collect();
-    if !request.post_statuses {
-        vars.retain(|(k, _)| k != "FORGE_STATUS_URL");
+    facts: &LocalFacts,
+    workspace: &Path,
+    artifacts_default: Option<&Path>,
+    post_statuses: bool,
+) -> Result<(BuildContext, Option<Secret>), FactsError> {
+    let mut raw = facts.raw.clone();
+    raw.workspace = Some(workspace.display().to_string());
+    if !post_statuses {
+        raw.status_url = None;
     }
-    vars.push(("FORGE_OWNER".into(), facts.owner.clone()));
-    vars.push(("FORGE_REPO".into(), facts.repo.clone()));
-    vars.push(("FORGE_SHA".into(), facts.sha.clone()));
-    if let Some(action) = &facts.action {
-        vars.push(("FORGE_ACTION".into(), action.clone()));
+    if raw.artifacts_url.is_none() {
+        raw.artifacts_url = artifacts_default.map(|dir| format!("file://{}", dir.display()));
     }
-    vars.push((
-        "FORGE_WORKSPACE".into(),
-        request.workspace.display().to_string(),
-    ));
-    let has_artifacts_url = vars
-        .iter()
-        .any(|(k, v)| k == "FORGE_ARTIFACTS_URL" && !v.is_empty());
-    if !has_artifacts_url {
-        vars.retain(|(k, _)| k != "FORGE_ARTIFACTS_URL");
-        if let Some(dir) = request.artifacts_default {
-            vars.push((
-                "FORGE_ARTIFACTS_URL".into(),
-                format!("file://{}", dir.display()),
-            ));
-        }
-    }
-    let mut ctx = BuildContext::from_vars(vars, |p| {
-        p != Path::new(crate::context::DEFAULT_TOKEN_FILE) && p.exists()
+    let mut ctx = facts::validate(&raw, Mode::Local, Path::exists)?;
+    let token = ctx.take_token().map_err(|err| FactsError {
+        problems: vec![FactProblem {
+            variable: var::TOKEN_FILE,
+            problem: err.to_string(),
+            fix: "point it at a readable file holding the token, or unset it".into(),
+        }],
     })?;
-
-    let mut problems = Vec::new();
-    if let Some(path) = token_file {
-        match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => {
-                ctx.token_source = TokenSource::Env(Secret::new(text.trim()));
-            }
-            Ok(_) => problems.push(VarProblem {
-                variable: "FORGE_TOKEN_FILE",
-                problem: format!("{} is empty", path.display()),
-                fix: "put the token in the file, or unset the variable".into(),
-            }),
-            Err(err) => problems.push(VarProblem {
-                variable: "FORGE_TOKEN_FILE",
-                problem: format!("cannot read {}: {err}", path.display()),
-                fix: "point it at a readable file holding the token, or unset it".into(),
-            }),
-        }
-    }
-    let token = match std::mem::replace(&mut ctx.token_source, TokenSource::None) {
-        TokenSource::Env(secret) => Some(secret),
-        _ => None,
-    };
-    if request.post_statuses {
+    if post_statuses {
         if token.is_none() {
-            problems.push(VarProblem {
-                variable: "FORGE_TOKEN",
-                problem: "--post-statuses needs a token and none is set".into(),
-                fix: "set FORGE_TOKEN or FORGE_TOKEN_FILE to a token that may post commit statuses, or drop --post-statuses".into(),
+            return Err(FactsError {
+                problems: vec![FactProblem {
+                    variable: var::TOKEN,
+                    problem: "--post-statuses needs a token and none is set".into(),
+                    fix: "set FORGE_TOKEN or FORGE_TOKEN_FILE to a token that may post commit statuses, or drop --post-statuses".into(),
+                }],
             });
         }
         if ctx.status_url.is_none() {
-            ctx.status_url = Some(format!(
-                "{}/repos/{}/{}/statuses/{}",
-                ctx.api_url, ctx.owner, ctx.repo, ctx.sha
+            ctx.status_url = Some(facts::default_status_url(
+                &ctx.api_url,
+                &ctx.owner,
+                &ctx.repo,
+                &ctx.sha,
             ));
         }
-    }
-    if !problems.is_empty() {
-        return Err(ContextError { problems });
     }
     Ok((ctx, token))
 }
@@ -374,19 +322,55 @@ pub fn command_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         .collect()
 }
 
-/// The exit code for a cancelled run (128+signal), else `code`.
-fn cancelled_or(cancel: &Cancellation, code: u8) -> u8 {
-    match cancel.signal() {
-        Some(signal) => (128 + signal).clamp(0, 255) as u8,
-        None => code,
+/// The repository's folder name, made a valid repository name.
+pub fn folder_repo_name(toplevel: &Path) -> String {
+    let name: String = toplevel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name: String = name.chars().take(100).collect();
+    if RepoName::is_valid(&name) {
+        name
+    } else {
+        "repository".into()
     }
 }
 
-fn is_full_sha(text: &str) -> bool {
-    (text.len() == 40 || text.len() == 64) && text.chars().all(|c| c.is_ascii_hexdigit())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The first 7 characters of a commit id, as git shows it.
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
+    #[test]
+    fn folder_names_become_repository_names() {
+        assert_eq!(folder_repo_name(Path::new("/src/hello")), "hello");
+        assert_eq!(folder_repo_name(Path::new("/src/my app")), "my-app");
+        assert_eq!(folder_repo_name(Path::new("/src/..")), "repository");
+        assert_eq!(folder_repo_name(Path::new("/")), "repository");
+    }
+
+    #[test]
+    fn a_bad_commit_is_an_invalid_input_and_a_signal_wins() {
+        let err = LocalError::Checkout {
+            source: GitError::NoSuchCommit {
+                rev: "nope".into(),
+                dir: "/r".into(),
+            },
+            cancelled: None,
+        };
+        assert_eq!(err.exit_code(), exit::INVALID);
+        let err = LocalError::Checkout {
+            source: GitError::Temp(std::io::Error::other("interrupted")),
+            cancelled: Some(Signal::SIGINT),
+        };
+        assert_eq!(err.exit_code(), 130);
+    }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::spec::{Command, Run};
 use cancel::{signal_name, Cancellation};
 use output::OutputSink;
-use process::{Finish, Invocation, Limit};
+use process::{Deadline, Finish, Invocation, Limit};
 
 /// PATH for commands when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,8 +67,10 @@ impl CommandResult {
             Finish::TimedOut(Limit::Command(limit)) => {
                 format!("timed out after {}", format_duration(*limit))
             }
-            Finish::TimedOut(Limit::Build) => "hit the build timeout".to_string(),
-            Finish::Cancelled(sig) => format!("was cancelled by {}", signal_name(*sig)),
+            Finish::TimedOut(Limit::Build(limit)) => {
+                format!("hit the build timeout of {}", format_duration(*limit))
+            }
+            Finish::Cancelled(sig) => format!("was cancelled by {}", sig.as_str()),
             Finish::SpawnFailed(why) => format!("could not start: {why}"),
         }
     }
@@ -129,42 +131,52 @@ pub struct Runner {
     facts: Vec<(String, String)>,
     sink: Arc<OutputSink>,
     cancel: Cancellation,
-    build_deadline: Option<Instant>,
+    build_deadline: Option<Deadline>,
     has_shell: bool,
     /// Process groups of commands that ran, killed at the end so that no
     /// process of the build outlives it.
     groups: Vec<i32>,
 }
 
+/// What a [`Runner`] needs.
+pub struct RunnerConfig {
+    /// The folder commands run in (and `workdir:` is relative to).
+    pub workspace: PathBuf,
+    /// The environment commands start from (the image's); the credential
+    /// variables are removed from it.
+    pub base_env: Vec<(OsString, OsString)>,
+    /// `environment:` of `.forge.yml`, applied over `base_env`.
+    pub spec_env: BTreeMap<String, String>,
+    /// The build facts (`CI`, `FORGE_*`), applied last.
+    pub facts: Vec<(String, String)>,
+    pub sink: Arc<OutputSink>,
+    pub cancel: Cancellation,
+    /// `timeout:` of the whole build.
+    pub build_timeout: Option<Duration>,
+}
+
 impl Runner {
-    /// `base_env` is the environment commands start from (the image's,
-    /// without credentials); `spec_env` is `environment:`; `facts` are the
-    /// build facts, applied last.
-    pub fn new(
-        workspace: &Path,
-        base_env: impl IntoIterator<Item = (OsString, OsString)>,
-        spec_env: &BTreeMap<String, String>,
-        facts: Vec<(String, String)>,
-        sink: Arc<OutputSink>,
-        cancel: Cancellation,
-        build_timeout: Option<Duration>,
-    ) -> Self {
-        let mut env: BTreeMap<OsString, OsString> = base_env
+    pub fn new(config: RunnerConfig) -> Self {
+        let mut env: BTreeMap<OsString, OsString> = config
+            .base_env
             .into_iter()
-            .filter(|(k, _)| !crate::context::CREDENTIAL_VARS.iter().any(|c| k == c))
+            .filter(|(k, _)| !crate::facts::CREDENTIAL_VARS.iter().any(|c| k == c))
             .collect();
         env.entry("PATH".into())
             .or_insert_with(|| DEFAULT_PATH.into());
-        for (k, v) in spec_env {
+        for (k, v) in config.spec_env {
             env.insert(k.into(), v.into());
         }
         Runner {
-            workspace: workspace.to_path_buf(),
+            workspace: config.workspace,
             env,
-            facts,
-            sink,
-            cancel,
-            build_deadline: build_timeout.map(|t| Instant::now() + t),
+            facts: config.facts,
+            sink: config.sink,
+            cancel: config.cancel,
+            build_deadline: config.build_timeout.map(|timeout| Deadline {
+                at: Instant::now() + timeout,
+                timeout,
+            }),
             has_shell: Path::new(SHELL).exists(),
             groups: Vec::new(),
         }

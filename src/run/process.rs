@@ -36,25 +36,34 @@ pub struct Invocation {
     /// The command's own limit.
     pub timeout: Option<Duration>,
     /// The whole build's deadline.
-    pub build_deadline: Option<Instant>,
+    pub build_deadline: Option<Deadline>,
+}
+
+/// When the whole build must end, and the timeout that set it (for the
+/// message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Instant,
+    pub timeout: Duration,
 }
 
 /// Which limit ended a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Command(Duration),
-    Build,
+    Build(Duration),
 }
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
     Exited(i32),
-    /// Killed by a signal it did not get from us.
+    /// Killed by a signal it did not get from us (a raw number: it may be a
+    /// real-time signal that has no [`Signal`] name).
     Signaled(i32),
     TimedOut(Limit),
     /// The build was cancelled by this signal while the command ran.
-    Cancelled(i32),
+    Cancelled(Signal),
     /// The program could not be started.
     SpawnFailed(String),
 }
@@ -136,7 +145,7 @@ pub fn run(
 
     let started = Instant::now();
     let command_deadline = inv.timeout.map(|t| started + t);
-    let mut cancelled: Option<(i32, Instant)> = None;
+    let mut cancelled: Option<(Signal, Instant)> = None;
     // Without a pidfd: how long to wait before checking on the command.
     let mut check_every = Duration::from_millis(1);
     let finish = loop {
@@ -151,7 +160,7 @@ pub fn run(
         }
         let limits = [
             command_deadline.map(|d| (d, Limit::Command(inv.timeout.unwrap_or_default()))),
-            inv.build_deadline.map(|d| (d, Limit::Build)),
+            inv.build_deadline.map(|d| (d.at, Limit::Build(d.timeout))),
         ];
         if let Some((_, limit)) = limits
             .iter()
@@ -173,9 +182,13 @@ pub fn run(
             }
         }
         let mut wake = now + WAKE_INTERVAL;
-        for deadline in [command_deadline, inv.build_deadline, cancelled.map(|c| c.1)]
-            .into_iter()
-            .flatten()
+        for deadline in [
+            command_deadline,
+            inv.build_deadline.map(|d| d.at),
+            cancelled.map(|c| c.1),
+        ]
+        .into_iter()
+        .flatten()
         {
             wake = wake.min(deadline);
         }
@@ -349,15 +362,15 @@ fn spawn_error(program: &str, err: &io::Error) -> String {
 }
 
 /// Sends `signal` to a process group (ignoring a group that is already gone).
-pub fn signal_group(pgid: Option<i32>, signal: i32) {
-    if let (Some(pgid), Ok(signal)) = (pgid, Signal::try_from(signal)) {
+pub fn signal_group(pgid: Option<i32>, signal: Signal) {
+    if let Some(pgid) = pgid {
         let _ = killpg(Pid::from_raw(pgid), signal);
     }
 }
 
 /// Kills a whole process group.
 pub fn kill_group(pgid: Option<i32>) {
-    signal_group(pgid, libc::SIGKILL);
+    signal_group(pgid, Signal::SIGKILL);
 }
 
 #[cfg(test)]

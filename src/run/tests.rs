@@ -1,5 +1,6 @@
 use super::*;
 use crate::run::output::{Masker, SharedBuffer};
+use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 
 fn command(run: Run) -> Command {
@@ -47,15 +48,15 @@ fn runner_with(timeout: Option<Duration>, secrets: &[&str]) -> Fixture {
         ("CI".to_string(), "true".to_string()),
         ("FORGE_SHA".to_string(), "abc".to_string()),
     ];
-    let runner = Runner::new(
-        dir.path(),
-        base,
-        &spec_env,
+    let runner = Runner::new(RunnerConfig {
+        workspace: dir.path().to_path_buf(),
+        base_env: base,
+        spec_env,
         facts,
         sink,
-        Cancellation::new(Duration::from_secs(1)),
-        timeout,
-    );
+        cancel: Cancellation::new(Duration::from_secs(1)),
+        build_timeout: timeout,
+    });
     Fixture {
         console,
         runner,
@@ -164,7 +165,11 @@ fn the_build_deadline_stops_the_running_command_and_the_chain() {
         .runner
         .run_stage(Stage::Test, &[shell("sleep 30"), shell("echo never")]);
     assert_eq!(result.commands.len(), 1);
-    assert_eq!(result.commands[0].finish, Finish::TimedOut(Limit::Build));
+    assert_eq!(
+        result.commands[0].finish,
+        Finish::TimedOut(Limit::Build(Duration::from_millis(300)))
+    );
+    assert_eq!(result.commands[0].how(), "hit the build timeout of 300ms");
 }
 
 #[test]
@@ -173,13 +178,16 @@ fn cancellation_forwards_the_signal_and_stops_the_chain() {
     let cancel = f.runner.cancellation().clone();
     let trigger = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        cancel.cancel(libc::SIGTERM);
+        cancel.cancel(Signal::SIGTERM);
     });
     let cmd = shell("trap 'echo got TERM; exit 143' TERM; while true; do sleep 0.05; done");
     let result = f.runner.run_stage(Stage::Test, &[cmd, shell("echo never")]);
     trigger.join().unwrap();
     assert_eq!(result.commands.len(), 1);
-    assert_eq!(result.commands[0].finish, Finish::Cancelled(libc::SIGTERM));
+    assert_eq!(
+        result.commands[0].finish,
+        Finish::Cancelled(Signal::SIGTERM)
+    );
     assert!(
         f.console.contents().contains("got TERM"),
         "{}",
@@ -191,7 +199,7 @@ fn cancellation_forwards_the_signal_and_stops_the_chain() {
 fn a_command_that_ignores_the_signal_is_killed_after_the_grace_period() {
     let mut f = runner_with(None, &[]);
     let cancel = f.runner.cancellation().clone();
-    cancel.cancel(libc::SIGTERM);
+    cancel.cancel(Signal::SIGTERM);
     // Already cancelled: nothing runs at all.
     let result = f.runner.run_stage(Stage::Test, &[shell("echo never")]);
     assert!(result.commands.is_empty());
@@ -200,13 +208,16 @@ fn a_command_that_ignores_the_signal_is_killed_after_the_grace_period() {
     let cancel = f.runner.cancellation().clone();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
-        cancel.cancel(libc::SIGTERM);
+        cancel.cancel(Signal::SIGTERM);
     });
     let started = Instant::now();
     let result = f
         .runner
         .run_stage(Stage::Test, &[shell("trap '' TERM; sleep 30")]);
-    assert_eq!(result.commands[0].finish, Finish::Cancelled(libc::SIGTERM));
+    assert_eq!(
+        result.commands[0].finish,
+        Finish::Cancelled(Signal::SIGTERM)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "the grace period did not end the command"

@@ -237,7 +237,7 @@ fn command_and_build_timeouts_fail_the_build_naming_the_command() {
         final_status(&build.statuses()),
         (
             "failure".into(),
-            "test: `sleep 30` hit the build timeout".into()
+            "test: `sleep 30` hit the build timeout of 1.0s".into()
         )
     );
 }

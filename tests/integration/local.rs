@@ -683,13 +683,22 @@ fn owner_and_repo_come_from_origin_in_each_form_and_flags_win() {
     );
     assert_ne!(sha, parent);
 
-    // No origin and no flags: named, with the fix.
+    // No origin and no flags: built as local/<folder>, and said so.
     p.repo.git(&["remote", "remove", "origin"]);
     let out = p.forgexec(&["run", "--list"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let folder = p.dir().canonicalize().unwrap();
+    let folder = folder.file_name().unwrap().to_string_lossy();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.starts_with(&format!("local/{folder} at {parent}")),
+        "{listed}"
+    );
     let err = stderr(&out);
     assert!(
-        err.contains("FORGE_OWNER: is not set and there is no `origin` remote"),
+        err.contains(&format!(
+            "there is no `origin` remote: building as local/{folder}"
+        )),
         "{err}"
     );
     assert!(err.contains("pass --owner"), "{err}");

@@ -35,7 +35,8 @@ fn well_formed_lines_round_trip() {
                 .iter()
                 .map(|(a, b, c, d)| format!("{a} {b} {c} {d}\n"))
                 .collect();
-            let refs = parse_pushed_refs(text.as_bytes()).map_err(TestCaseError::fail)?;
+            let refs = parse_pushed_refs(text.as_bytes())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(refs.len(), lines.len());
             for (parsed, (a, b, c, d)) in refs.iter().zip(&lines) {
                 prop_assert_eq!(&parsed.local_ref, a);
