@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::error::exit;
-use super::event::{parse_event, FactFlags, PartialFacts};
-use super::local::{self, LocalOptions};
+use super::container::{self, LocalOptions};
+use super::event::{self, parse_event, FactFlags};
 use super::node::NodeAccess;
-use super::plan::Endpoints;
+use super::plan;
 use super::service::Limits;
 use super::swarm::{self, Outcome, SpecSource, SwarmOptions};
 use super::LaunchError;
+use crate::exit;
+use crate::facts::{BuildId, RawFacts};
+use crate::render::Renderer;
 use crate::secret::Secret;
 
 #[derive(Parser, Debug)]
@@ -200,7 +202,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("forge-launch: cannot start the async runtime: {e}");
+            Renderer::default().report("forge-launch: cannot start the async runtime", &e);
             return ExitCode::from(exit::INFRASTRUCTURE);
         }
     };
@@ -214,36 +216,36 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("forge-launch: {err}");
+            Renderer::default().report("forge-launch", &err);
             ExitCode::from(err.exit_code())
         }
     }
 }
 
 async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
-    let facts = match &args.event {
+    let from_event = match &args.event {
         Some(path) => {
             let (label, bytes) = read_input(path)?;
             parse_event(&label, &bytes)?
         }
-        None => PartialFacts::default(),
+        None => RawFacts::default(),
     };
-    let pr = facts.resolve(&FactFlags {
+    let flags = FactFlags {
         repo: args.repo,
         pr: args.pr,
         sha: args.sha,
         status_url: args.status_url,
         commits: args.commits,
         install_id: args.install_id,
-    })?;
+        action: Some(args.action),
+        api_url: args.common.api_url,
+        artifacts_url: args.common.artifacts_url,
+        target_url: args.common.target_url,
+    };
+    let build = event::resolve(flags.to_raw()?.or(from_event), &new_build_id(), true)?;
+    let wait = args.wait;
     let opts = SwarmOptions {
-        pr,
-        action: args.action,
-        endpoints: Endpoints {
-            api_url: args.common.api_url,
-            artifacts_url: args.common.artifacts_url,
-            target_url: args.common.target_url,
-        },
+        build,
         spec: match args.config {
             Some(path) => SpecSource::File(path),
             None => SpecSource::Api,
@@ -263,10 +265,22 @@ async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
         }
         Outcome::Finished { service, exit_code } => {
             tracing::info!("{service} finished with exit code {exit_code}");
-            Ok(exit_code_byte(exit_code))
+            Ok(exit::from_container(exit_code))
+        }
+        // A removed service's container gets SIGTERM: a build that was
+        // waited for ended cancelled, and the exit code says so.
+        Outcome::Superseded { service } if wait => {
+            let code = exit::cancelled(nix::sys::signal::Signal::SIGTERM);
+            Renderer::default().say(&format!(
+                "forge-launch: {service} was superseded by a newer launch for the same pull request; \
+                 its build was cancelled (exit {code})"
+            ));
+            Ok(code)
         }
         Outcome::Superseded { service } => {
-            eprintln!("forge-launch: {service} was superseded by a newer launch for the same pull request");
+            Renderer::default().say(&format!(
+                "forge-launch: {service} was superseded by a newer launch for the same pull request"
+            ));
             Ok(exit::PASSED)
         }
     }
@@ -291,14 +305,14 @@ async fn run_local(args: LocalArgs) -> Result<u8, LaunchError> {
         network: args.network,
         limits: limits(&args.limits)?,
     };
-    let outcome = local::run(&opts).await?;
+    let outcome = container::run(&opts).await?;
     for file in &outcome.artifacts {
         eprintln!(
             "forge-launch: artifact {}",
             opts.artifacts_dir.join(file).display()
         );
     }
-    Ok(exit_code_byte(outcome.exit_code))
+    Ok(exit::from_container(outcome.exit_code))
 }
 
 async fn run_gc(args: GcArgs) -> Result<u8, LaunchError> {
@@ -312,8 +326,11 @@ async fn run_gc(args: GcArgs) -> Result<u8, LaunchError> {
     Ok(exit::PASSED)
 }
 
-fn exit_code_byte(code: i64) -> u8 {
-    u8::try_from(code).unwrap_or(exit::INFRASTRUCTURE)
+/// A new build id: the launch time and a random part.
+fn new_build_id() -> BuildId {
+    let text = plan::build_id(std::time::SystemTime::now(), fastrand::u16(..));
+    text.parse()
+        .expect("plan::build_id makes digits, `T` and `-` only")
 }
 
 fn read_input(path: &Path) -> Result<(String, Vec<u8>), LaunchError> {
@@ -448,8 +465,13 @@ mod tests {
 
     #[test]
     fn exit_codes_pass_through_and_clamp() {
-        assert_eq!(exit_code_byte(1), 1);
-        assert_eq!(exit_code_byte(137), 137);
-        assert_eq!(exit_code_byte(-1), exit::INFRASTRUCTURE);
+        assert_eq!(exit::from_container(1), 1);
+        assert_eq!(exit::from_container(137), 137);
+        assert_eq!(exit::from_container(-1), exit::INFRASTRUCTURE);
+    }
+
+    #[test]
+    fn build_ids_are_valid() {
+        assert!(new_build_id().len() > 16);
     }
 }

@@ -1,13 +1,34 @@
-//! The launcher's typed errors and their exit codes.
+//! The launcher's typed errors and their exit codes (the table is
+//! [`crate::exit`]: 2 for bad input, 3 for infrastructure).
 
+use std::fmt;
 use std::path::PathBuf;
 
-/// Exit codes, the same meaning as forgexec's: 2 for bad input (flags,
-/// event, `.forge.yml`), 3 for infrastructure (Docker, the forge API).
-pub mod exit {
-    pub const PASSED: u8 = 0;
-    pub const INVALID: u8 = 2;
-    pub const INFRASTRUCTURE: u8 = 3;
+use crate::exit;
+use crate::facts::FactsError;
+use crate::local::git::GitError;
+use crate::spec::SpecError;
+
+/// Problems with the facts of a launch, each named by the flag that fixes it.
+#[derive(Debug)]
+pub struct FactFlagsError(pub FactsError);
+
+impl fmt::Display for FactFlagsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid build facts (from the flags and --event):")?;
+        for p in &self.0.problems {
+            write!(
+                f,
+                "\n  {}: {} {}\n    help: give {}, {}",
+                super::event::flag_of(p.variable),
+                p.variable,
+                p.problem,
+                super::event::flag_of(p.variable),
+                p.fix
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Everything that can stop a launch.
@@ -31,9 +52,19 @@ pub enum LaunchError {
         value: String,
         reason: String,
     },
+    #[error("{0}")]
+    Facts(FactFlagsError),
     /// The `.forge.yml` is invalid; the message names file:line:column.
     #[error("{0}")]
-    Spec(String),
+    Spec(Box<SpecError>),
+    #[error("{commit}: no .forge.yml at the repository root; add one (see docs/forge-yml.md)")]
+    NoSpec { commit: String },
+    #[error("action `{action}` is not in {label} (has: {})\n  help: pass one of them with --action", .known.join(", "))]
+    UnknownAction {
+        label: String,
+        action: String,
+        known: Vec<String>,
+    },
     #[error("{label}: the .forge.yml has no `image:`; add the image to build in, e.g. `image: rust:1.85`")]
     NoImage { label: String },
     #[error("forge API: {0}")]
@@ -59,7 +90,9 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     #[error("local mode: {0}")]
-    Local(String),
+    Git(#[from] GitError),
+    #[error("local mode: interrupted; the container was removed")]
+    Interrupted,
 }
 
 impl LaunchError {
@@ -70,8 +103,14 @@ impl LaunchError {
             | LaunchError::Event { .. }
             | LaunchError::MissingFact { .. }
             | LaunchError::Flag { .. }
+            | LaunchError::Facts(_)
             | LaunchError::Spec(_)
+            | LaunchError::NoSpec { .. }
+            | LaunchError::UnknownAction { .. }
             | LaunchError::NoImage { .. } => exit::INVALID,
+            LaunchError::Git(GitError::NotARepository { .. } | GitError::NoSuchCommit { .. }) => {
+                exit::INVALID
+            }
             _ => exit::INFRASTRUCTURE,
         }
     }

@@ -1,30 +1,15 @@
 //! The facts of a build request: a GitHub `pull_request` webhook payload
-//! (the whole event or just its `pull_request` object), overridden by
-//! command-line flags.
+//! (the whole event or just its `pull_request` object) and command-line
+//! flags, each turned into [`RawFacts`] and validated by the same step as
+//! forgexec's own ([`crate::facts::validate`]), so a launch and the build it
+//! starts agree on every fact.
 
 use serde_json::Value;
 
 use super::LaunchError;
+use crate::facts::{self, var, BuildContext, BuildId, FactProblem, FactsError, Mode, RawFacts};
 
-/// What the launcher needs to know about the pull request to build.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PullRequest {
-    /// Owner of the repository holding the head commit.
-    pub owner: String,
-    /// Name of that repository.
-    pub repo: String,
-    pub number: u64,
-    /// Head commit to build.
-    pub sha: String,
-    /// Where commit statuses for the head commit are posted.
-    pub statuses_url: Option<String>,
-    /// Number of commits in the pull request.
-    pub commits: Option<u64>,
-    /// GitHub App installation id, when the event carries one.
-    pub install_id: Option<String>,
-}
-
-/// The same facts given as flags; every present field overrides the event.
+/// The facts given as flags; every present one overrides the event.
 #[derive(Debug, Clone, Default)]
 pub struct FactFlags {
     /// `OWNER/NAME`
@@ -34,10 +19,42 @@ pub struct FactFlags {
     pub status_url: Option<String>,
     pub commits: Option<u64>,
     pub install_id: Option<String>,
+    pub action: Option<String>,
+    pub api_url: Option<String>,
+    pub artifacts_url: Option<String>,
+    pub target_url: Option<String>,
 }
 
-/// Parses a webhook payload. `label` names the source in messages.
-pub fn parse_event(label: &str, bytes: &[u8]) -> Result<PartialFacts, LaunchError> {
+impl FactFlags {
+    /// The flags as raw facts (`--repo` split into owner and name).
+    pub fn to_raw(&self) -> Result<RawFacts, LaunchError> {
+        let (owner, repo) = match &self.repo {
+            Some(full) => {
+                let (owner, repo) = split_repo(full)?;
+                (Some(owner), Some(repo))
+            }
+            None => (None, None),
+        };
+        Ok(RawFacts {
+            owner,
+            repo,
+            sha: self.sha.clone(),
+            pull_request: self.pr.map(|n| n.to_string()),
+            commit_count: self.commits.map(|n| n.to_string()),
+            install_id: self.install_id.clone(),
+            action: self.action.clone(),
+            status_url: self.status_url.clone(),
+            api_url: self.api_url.clone(),
+            artifacts_url: self.artifacts_url.clone(),
+            target_url: self.target_url.clone(),
+            ..RawFacts::default()
+        })
+    }
+}
+
+/// Parses a webhook payload into the facts it carries. `label` names the
+/// source in messages.
+pub fn parse_event(label: &str, bytes: &[u8]) -> Result<RawFacts, LaunchError> {
     let bad = |reason: String| LaunchError::Event {
         label: label.to_string(),
         reason,
@@ -63,93 +80,72 @@ pub fn parse_event(label: &str, bytes: &[u8]) -> Result<PartialFacts, LaunchErro
         }
         cur.as_str().map(str::to_string)
     };
-    let number = pr
-        .get("number")
-        .or_else(|| root.get("number"))
-        .and_then(Value::as_u64);
-    let install_id = root
-        .get("installation")
-        .and_then(|i| i.get("id"))
-        .and_then(|id| match id {
+    let number = |v: Option<&Value>| -> Option<String> {
+        match v? {
             Value::Number(n) => Some(n.to_string()),
             Value::String(s) => Some(s.clone()),
             _ => None,
-        });
-    Ok(PartialFacts {
+        }
+    };
+    Ok(RawFacts {
         owner: str_at(head, &["repo", "owner", "login"]),
         repo: str_at(head, &["repo", "name"]),
-        number,
+        pull_request: number(pr.get("number").or_else(|| root.get("number"))),
         sha: str_at(head, &["sha"]),
-        statuses_url: str_at(pr, &["statuses_url"]),
-        commits: pr.get("commits").and_then(Value::as_u64),
-        install_id,
+        status_url: str_at(pr, &["statuses_url"]),
+        commit_count: number(pr.get("commits")),
+        install_id: number(root.get("installation").and_then(|i| i.get("id"))),
+        ..RawFacts::default()
     })
 }
 
-/// Facts as read from an event, any of which may be missing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartialFacts {
-    pub owner: Option<String>,
-    pub repo: Option<String>,
-    pub number: Option<u64>,
-    pub sha: Option<String>,
-    pub statuses_url: Option<String>,
-    pub commits: Option<u64>,
-    pub install_id: Option<String>,
+/// Checks the facts of a launch and makes the build's context, with the
+/// launcher's build id. A swarm build (`needs_pull_request`) is one of a
+/// pull request. Every problem is reported, each by the flag that fixes it.
+pub fn resolve(
+    raw: RawFacts,
+    build_id: &BuildId,
+    needs_pull_request: bool,
+) -> Result<BuildContext, LaunchError> {
+    let raw = RawFacts {
+        build_id: Some(build_id.to_string()),
+        ..raw
+    };
+    // The launcher's own files never reach the container: no file checks.
+    let result = facts::validate(&raw, Mode::Container, |_| false);
+    let mut problems = match &result {
+        Ok(_) => Vec::new(),
+        Err(err) => err.problems.clone(),
+    };
+    if needs_pull_request && raw.pull_request.is_none() {
+        problems.push(FactProblem {
+            variable: var::PULL_REQUEST,
+            problem: "is not set".into(),
+            fix: "the pull request number".into(),
+        });
+    }
+    match result {
+        Ok(ctx) if problems.is_empty() => Ok(ctx),
+        _ => Err(LaunchError::Facts(super::error::FactFlagsError(
+            FactsError { problems },
+        ))),
+    }
 }
 
-impl PartialFacts {
-    /// Applies the flags over the event's facts and checks that every
-    /// required fact is present and safe to put into names and URLs.
-    pub fn resolve(mut self, flags: &FactFlags) -> Result<PullRequest, LaunchError> {
-        if let Some(full) = &flags.repo {
-            let (owner, repo) = split_repo(full)?;
-            self.owner = Some(owner);
-            self.repo = Some(repo);
-        }
-        if flags.pr.is_some() {
-            self.number = flags.pr;
-        }
-        if flags.sha.is_some() {
-            self.sha.clone_from(&flags.sha);
-        }
-        if flags.status_url.is_some() {
-            self.statuses_url.clone_from(&flags.status_url);
-        }
-        if flags.commits.is_some() {
-            self.commits = flags.commits;
-        }
-        if flags.install_id.is_some() {
-            self.install_id.clone_from(&flags.install_id);
-        }
-        let owner = self.owner.ok_or(LaunchError::MissingFact {
-            what: "repository owner",
-            flag: "--repo OWNER/NAME",
-        })?;
-        let repo = self.repo.ok_or(LaunchError::MissingFact {
-            what: "repository name",
-            flag: "--repo OWNER/NAME",
-        })?;
-        check_name("--repo", &owner)?;
-        check_name("--repo", &repo)?;
-        let number = self.number.ok_or(LaunchError::MissingFact {
-            what: "pull request number",
-            flag: "--pr N",
-        })?;
-        let sha = self.sha.ok_or(LaunchError::MissingFact {
-            what: "head commit sha",
-            flag: "--sha SHA",
-        })?;
-        check_sha(&sha)?;
-        Ok(PullRequest {
-            owner,
-            repo,
-            number,
-            sha,
-            statuses_url: self.statuses_url,
-            commits: self.commits,
-            install_id: self.install_id,
-        })
+/// The flag that gives a fact.
+pub fn flag_of(variable: &str) -> &'static str {
+    match variable {
+        var::OWNER | var::REPO => "--repo OWNER/NAME",
+        var::SHA => "--sha SHA",
+        var::PULL_REQUEST => "--pr N",
+        var::STATUS_URL => "--status-url URL",
+        var::COMMIT_COUNT => "--commits N",
+        var::INSTALL_ID => "--install-id ID",
+        var::ACTION => "--action NAME",
+        var::API_URL => "--api-url URL",
+        var::ARTIFACTS_URL => "--artifacts-url URL",
+        var::TARGET_URL => "--target-url URL",
+        _ => "the flags",
     }
 }
 
@@ -166,43 +162,14 @@ pub fn split_repo(full: &str) -> Result<(String, String), LaunchError> {
     if owner.is_empty() || repo.is_empty() || repo.contains('/') {
         return Err(bad("expected OWNER/NAME"));
     }
-    check_name("--repo", owner)?;
-    check_name("--repo", repo)?;
+    for name in [owner, repo] {
+        if !facts::RepoName::is_valid(name) {
+            return Err(bad(
+                "owner and repository names may contain only letters, digits, '-', '_' and '.'",
+            ));
+        }
+    }
     Ok((owner.to_string(), repo.to_string()))
-}
-
-/// Owner and repository names as GitHub allows them: letters, digits, `-`,
-/// `_` and `.`, not `.` or `..`. They go into labels, URLs and paths.
-fn check_name(flag: &'static str, name: &str) -> Result<(), LaunchError> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(LaunchError::Flag {
-            flag,
-            value: name.to_string(),
-            reason: "owner and repository names may contain only letters, digits, '-', '_' and '.'"
-                .into(),
-        })
-    }
-}
-
-fn check_sha(sha: &str) -> Result<(), LaunchError> {
-    if matches!(sha.len(), 40 | 64) && sha.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(LaunchError::Flag {
-            flag: "--sha",
-            value: sha.to_string(),
-            reason: "expected a full commit id: 40 (SHA-1) or 64 (SHA-256) hex digits".into(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -217,21 +184,27 @@ mod tests {
                  "repo": {"name": "widget", "owner": {"login": "octo"}}}
     }"#;
 
+    fn build_id() -> BuildId {
+        "20261125T043000123-00ff".parse().unwrap()
+    }
+
+    fn resolved(raw: RawFacts) -> Result<BuildContext, LaunchError> {
+        resolve(raw, &build_id(), true)
+    }
+
     #[test]
     fn parses_a_bare_pull_request_object() {
-        let pr = parse_event("pr.json", PR.as_bytes())
-            .unwrap()
-            .resolve(&FactFlags::default())
-            .unwrap();
+        let pr = resolved(parse_event("pr.json", PR.as_bytes()).unwrap()).unwrap();
         assert_eq!(pr.owner, "octo");
         assert_eq!(pr.repo, "widget");
-        assert_eq!(pr.number, 42);
-        assert_eq!(pr.commits, Some(3));
+        assert_eq!(pr.pull_request, Some(42));
+        assert_eq!(pr.commit_count, Some(3));
         assert!(pr
-            .statuses_url
+            .status_url
             .unwrap()
             .ends_with("/statuses/0123456789abcdef0123456789abcdef01234567"));
         assert_eq!(pr.install_id, None);
+        assert_eq!(pr.build_id, build_id());
     }
 
     #[test]
@@ -239,12 +212,9 @@ mod tests {
         let event = format!(
             r#"{{"action":"synchronize","number":42,"pull_request":{PR},"installation":{{"id":977}}}}"#
         );
-        let pr = parse_event("-", event.as_bytes())
-            .unwrap()
-            .resolve(&FactFlags::default())
-            .unwrap();
-        assert_eq!(pr.number, 42);
-        assert_eq!(pr.install_id.as_deref(), Some("977"));
+        let pr = resolved(parse_event("-", event.as_bytes()).unwrap()).unwrap();
+        assert_eq!(pr.pull_request, Some(42));
+        assert_eq!(pr.install_id, Some(977));
     }
 
     #[test]
@@ -255,13 +225,14 @@ mod tests {
             sha: Some("abcdef1234abcdef1234abcdef1234abcdef1234".into()),
             ..FactFlags::default()
         };
-        let pr = parse_event("pr.json", PR.as_bytes())
+        let raw = flags
+            .to_raw()
             .unwrap()
-            .resolve(&flags)
-            .unwrap();
+            .or(parse_event("pr.json", PR.as_bytes()).unwrap());
+        let pr = resolved(raw).unwrap();
         assert_eq!(
-            (pr.owner.as_str(), pr.repo.as_str(), pr.number),
-            ("other", "thing", 7)
+            (pr.owner.as_str(), pr.repo.as_str(), pr.pull_request),
+            ("other", "thing", Some(7))
         );
         assert_eq!(pr.sha, "abcdef1234abcdef1234abcdef1234abcdef1234");
     }
@@ -274,18 +245,29 @@ mod tests {
             sha: Some("abcdef1234abcdef1234abcdef1234abcdef1234".into()),
             ..FactFlags::default()
         };
-        let pr = PartialFacts::default().resolve(&flags).unwrap();
+        let pr = resolved(flags.to_raw().unwrap()).unwrap();
         assert_eq!(pr.owner, "o");
-        assert_eq!(pr.statuses_url, None);
+        assert_eq!(pr.status_url, None);
     }
 
     #[test]
     fn missing_facts_name_the_flag() {
-        let err = PartialFacts::default()
-            .resolve(&FactFlags::default())
-            .unwrap_err();
+        let err = resolved(RawFacts::default()).unwrap_err();
         assert!(err.to_string().contains("--repo OWNER/NAME"), "{err}");
+        assert!(err.to_string().contains("--pr N"), "{err}");
         assert_eq!(err.exit_code(), 2);
+        let local = resolve(
+            FactFlags {
+                repo: Some("o/r".into()),
+                sha: Some("abcdef1234abcdef1234abcdef1234abcdef1234".into()),
+                ..FactFlags::default()
+            }
+            .to_raw()
+            .unwrap(),
+            &build_id(),
+            false,
+        );
+        assert!(local.is_ok(), "a local build needs no pull request");
     }
 
     #[test]
@@ -310,7 +292,7 @@ mod tests {
             sha: Some("not-a-sha".into()),
             ..FactFlags::default()
         };
-        let err = PartialFacts::default().resolve(&flags).unwrap_err();
+        let err = resolved(flags.to_raw().unwrap()).unwrap_err();
         assert!(err.to_string().contains("--sha"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! `forge-launch`: starts a `.forge.yml` build for a pull request in a Docker
 //! Swarm service (or, in local mode, in a plain container on this daemon).
-//! The flow follows the design seed: turn the webhook facts ([`event`]) and
+//! The flow: turn the webhook facts ([`event`]) and
 //! the validated spec into a build plan ([`plan`]: environment, labels, a
 //! Docker-safe service name), remove stale services of the same pull request
 //! and create one service whose task fails to start for lack of `/forgexec`
@@ -13,10 +13,10 @@
 
 pub mod archive;
 pub mod cli;
+pub mod container;
 pub mod error;
 pub mod event;
 pub mod forge;
-pub mod local;
 pub mod node;
 pub mod plan;
 pub mod service;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::event::PullRequest;
+use crate::facts::BuildContext;
 
 /// Label keys put on every build service.
 pub mod label {
@@ -18,14 +18,6 @@ pub mod label {
 
 /// Docker's limit for service names (they must be valid DNS labels).
 pub const MAX_NAME_LEN: usize = 63;
-
-/// Optional URLs handed to the executor.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints {
-    pub api_url: Option<String>,
-    pub artifacts_url: Option<String>,
-    pub target_url: Option<String>,
-}
 
 /// A build id: UTC `YYYYMMDDTHHMMSSmmm` plus four random hex digits, so two
 /// launches in the same millisecond (even on two hosts) still differ. It is
@@ -91,33 +83,15 @@ fn sanitize(text: &str) -> String {
 }
 
 /// The container environment: the spec's `environment` first, then the
-/// `FORGE_*` facts (which win over the spec). Sorted by name.
+/// build's `FORGE_*` facts (which win over the spec). Sorted by name.
 pub fn environment(
     spec_env: &BTreeMap<String, String>,
-    pr: &PullRequest,
-    pr_number: Option<u64>,
-    action: &str,
-    build_id: &str,
-    endpoints: &Endpoints,
+    build: &BuildContext,
 ) -> BTreeMap<String, String> {
     let mut env = spec_env.clone();
-    let mut set = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            env.insert(k.to_string(), v);
-        }
-    };
-    set("FORGE_INSTALL_ID", pr.install_id.clone());
-    set("FORGE_ACTION", Some(action.to_string()));
-    set("FORGE_PULL_REQUEST", pr_number.map(|n| n.to_string()));
-    set("FORGE_OWNER", Some(pr.owner.clone()));
-    set("FORGE_REPO", Some(pr.repo.clone()));
-    set("FORGE_SHA", Some(pr.sha.clone()));
-    set("FORGE_STATUS_URL", pr.statuses_url.clone());
-    set("FORGE_COMMIT_COUNT", pr.commits.map(|n| n.to_string()));
-    set("FORGE_BUILD_ID", Some(build_id.to_string()));
-    set("FORGE_API_URL", endpoints.api_url.clone());
-    set("FORGE_ARTIFACTS_URL", endpoints.artifacts_url.clone());
-    set("FORGE_TARGET_URL", endpoints.target_url.clone());
+    for (name, value) in build.to_vars() {
+        env.insert(name.to_string(), value);
+    }
     env
 }
 
@@ -127,14 +101,30 @@ pub fn env_list(env: &BTreeMap<String, String>) -> Vec<String> {
 }
 
 /// Labels of a build service.
-pub fn labels(pr: &PullRequest, action: &str, build_id: &str) -> HashMap<String, String> {
+pub fn labels(build: &BuildContext) -> HashMap<String, String> {
     HashMap::from([
-        (label::REPO.to_string(), format!("{}/{}", pr.owner, pr.repo)),
-        (label::PULL_REQUEST.to_string(), pr.number.to_string()),
-        (label::SHA.to_string(), pr.sha.clone()),
-        (label::ACTION.to_string(), action.to_string()),
-        (label::BUILD_ID.to_string(), build_id.to_string()),
+        (
+            label::REPO.to_string(),
+            format!("{}/{}", build.owner, build.repo),
+        ),
+        (
+            label::PULL_REQUEST.to_string(),
+            build.pull_request.unwrap_or(0).to_string(),
+        ),
+        (label::SHA.to_string(), build.sha.to_string()),
+        (label::ACTION.to_string(), build.action.to_string()),
+        (label::BUILD_ID.to_string(), build.build_id.to_string()),
     ])
+}
+
+/// The service (or container) name of a build.
+pub fn build_name(build: &BuildContext) -> String {
+    service_name(
+        &build.owner,
+        &build.repo,
+        build.pull_request.unwrap_or(0),
+        &build.build_id,
+    )
 }
 
 /// The list filter matching every service of one pull request.
@@ -220,18 +210,30 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::RawFacts;
     use std::time::Duration;
 
-    fn pr() -> PullRequest {
-        PullRequest {
-            owner: "octo".into(),
-            repo: "widget".into(),
-            number: 42,
-            sha: "0123456789abcdef0123456789abcdef01234567".into(),
-            statuses_url: Some("http://127.0.0.1:1/statuses/x".into()),
-            commits: Some(3),
-            install_id: None,
-        }
+    fn pr_with(extra: &[(&str, &str)]) -> BuildContext {
+        let mut vars = vec![
+            ("FORGE_OWNER", "octo"),
+            ("FORGE_REPO", "widget"),
+            ("FORGE_PULL_REQUEST", "42"),
+            ("FORGE_SHA", "0123456789abcdef0123456789abcdef01234567"),
+            ("FORGE_STATUS_URL", "http://127.0.0.1:1/statuses/x"),
+            ("FORGE_COMMIT_COUNT", "3"),
+            ("FORGE_BUILD_ID", "B1"),
+        ];
+        vars.extend_from_slice(extra);
+        crate::facts::validate(
+            &RawFacts::from_vars(vars),
+            crate::facts::Mode::Container,
+            |_| false,
+        )
+        .unwrap()
+    }
+
+    fn pr() -> BuildContext {
+        pr_with(&[])
     }
 
     #[test]
@@ -272,13 +274,10 @@ mod tests {
             ("CARGO_TERM_COLOR".to_string(), "always".to_string()),
             ("FORGE_SHA".to_string(), "spoofed".to_string()),
         ]);
-        let endpoints = Endpoints {
-            api_url: Some("http://127.0.0.1:9/api".into()),
-            ..Endpoints::default()
-        };
-        let env = environment(&spec, &pr(), Some(42), "execute", "B1", &endpoints);
+        let build = pr_with(&[("FORGE_API_URL", "http://127.0.0.1:9/api")]);
+        let env = environment(&spec, &build);
         assert_eq!(env["CARGO_TERM_COLOR"], "always");
-        assert_eq!(env["FORGE_SHA"], pr().sha);
+        assert_eq!(env["FORGE_SHA"], pr().sha.as_str());
         assert_eq!(env["FORGE_PULL_REQUEST"], "42");
         assert_eq!(env["FORGE_COMMIT_COUNT"], "3");
         assert_eq!(env["FORGE_BUILD_ID"], "B1");
@@ -293,14 +292,14 @@ mod tests {
 
     #[test]
     fn labels_and_filters_agree() {
-        let labels = labels(&pr(), "lint", "B1");
+        let labels = labels(&pr_with(&[("FORGE_ACTION", "lint")]));
         let filter = pull_request_filter("octo", "widget", 42);
         for wanted in &filter["label"] {
             let (k, v) = wanted.split_once('=').unwrap();
             assert_eq!(labels[k], v);
         }
         assert_eq!(labels[label::ACTION], "lint");
-        assert_eq!(labels[label::SHA], pr().sha);
+        assert_eq!(labels[label::SHA], pr().sha.as_str());
     }
 
     #[test]

@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime};
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::event::PullRequest;
-use super::forge::{status_context, CommitStatus, Forge, SpecFetch, StatusState};
+use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
-use super::plan::{self, Endpoints};
+use super::plan;
 use super::service::{self, Limits, ServiceRequest, Wait};
 use super::{archive, LaunchError};
+use crate::facts::BuildContext;
 use crate::secret::Secret;
 use crate::spec::Spec;
 
@@ -31,9 +31,8 @@ pub enum SpecSource {
 /// Everything `forge-launch swarm` was asked to do.
 #[derive(Debug, Clone)]
 pub struct SwarmOptions {
-    pub pr: PullRequest,
-    pub action: String,
-    pub endpoints: Endpoints,
+    /// The build's facts, its id included; a pull request's build.
+    pub build: BuildContext,
     pub spec: SpecSource,
     pub token: Option<Secret>,
     pub forgexec: PathBuf,
@@ -56,12 +55,19 @@ pub enum Outcome {
 }
 
 /// Parses the spec with the same library code as `forgexec validate` and
-/// insists on an image.
-pub fn parse_spec(label: &str, bytes: &[u8]) -> Result<Spec, LaunchError> {
-    let spec = crate::spec::parse(label, bytes).map_err(|e| LaunchError::Spec(e.to_string()))?;
+/// insists on an image and on the build's action.
+pub fn parse_spec(label: &str, bytes: &[u8], action: &str) -> Result<Spec, LaunchError> {
+    let spec = crate::spec::parse(label, bytes).map_err(|e| LaunchError::Spec(Box::new(e)))?;
     if spec.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
         return Err(LaunchError::NoImage {
             label: label.to_string(),
+        });
+    }
+    if spec.action(action).is_none() {
+        return Err(LaunchError::UnknownAction {
+            label: label.to_string(),
+            action: action.to_string(),
+            known: spec.action_names().iter().map(|a| a.to_string()).collect(),
         });
     }
     Ok(spec)
@@ -98,30 +104,24 @@ pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
 }
 
 async fn load_spec(opts: &SwarmOptions, forge: &Forge) -> Result<Spec, LaunchError> {
-    let pr = &opts.pr;
+    let build = &opts.build;
     match &opts.spec {
         SpecSource::File(path) => {
             let bytes = std::fs::read(path).map_err(|source| LaunchError::Read {
                 path: path.clone(),
                 source,
             })?;
-            parse_spec(&path.display().to_string(), &bytes)
+            parse_spec(&path.display().to_string(), &bytes, &build.action)
         }
         SpecSource::Api => {
-            let api = opts
-                .endpoints
-                .api_url
-                .as_deref()
-                .ok_or(LaunchError::MissingFact {
-                    what: "a .forge.yml source",
-                    flag: "--config FILE or --api-url URL",
-                })?;
-            match forge.fetch_spec(api, &pr.owner, &pr.repo, &pr.sha).await? {
-                SpecFetch::Found(bytes) => parse_spec(".forge.yml", &bytes),
-                SpecFetch::Missing => Err(LaunchError::Spec(format!(
-                    "{}/{}@{}: no .forge.yml at the repository root",
-                    pr.owner, pr.repo, pr.sha
-                ))),
+            match forge
+                .fetch_spec(&build.api_url, &build.owner, &build.repo, &build.sha)
+                .await?
+            {
+                SpecFetch::Found(bytes) => parse_spec(".forge.yml", &bytes, &build.action),
+                SpecFetch::Missing => Err(LaunchError::NoSpec {
+                    commit: format!("{}/{}@{}", build.owner, build.repo, build.sha),
+                }),
             }
         }
     }
@@ -135,14 +135,15 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     async fn error(&self, err: &LaunchError) {
-        let Some(url) = &self.opts.pr.statuses_url else {
+        let build = &self.opts.build;
+        let Some(url) = &build.status_url else {
             return;
         };
         let status = CommitStatus::new(
             StatusState::Error,
-            status_context(&self.opts.action),
+            build.status_context.clone(),
             format!("forge-launch: {err}"),
-            self.opts.endpoints.target_url.clone(),
+            build.target_url.clone(),
         );
         if let Err(post) = self.forge.post_status(url, &status).await {
             tracing::warn!("could not post the error status: {post}");
@@ -155,7 +156,8 @@ async fn launch_with_spec(
     spec: &Spec,
     forgexec: &[u8],
 ) -> Result<Outcome, LaunchError> {
-    let pr = &opts.pr;
+    let build = &opts.build;
+    let pr_number = build.pull_request.unwrap_or(0);
     let docker = node::connect_manager().await?;
     let info = docker
         .info()
@@ -170,16 +172,8 @@ async fn launch_with_spec(
             message: "this daemon is not part of a swarm; run `docker swarm init` or point DOCKER_HOST at a manager".into(),
         })?;
 
-    let build_id = plan::build_id(SystemTime::now(), fastrand::u16(..));
-    let name = plan::service_name(&pr.owner, &pr.repo, pr.number, &build_id);
-    let env = plan::environment(
-        &spec.environment,
-        pr,
-        Some(pr.number),
-        &opts.action,
-        &build_id,
-        &opts.endpoints,
-    );
+    let name = plan::build_name(build);
+    let env = plan::environment(&spec.environment, build);
     tracing::debug!(
         "container environment: {:?}",
         env.keys().collect::<Vec<_>>()
@@ -188,14 +182,14 @@ async fn launch_with_spec(
         name: name.clone(),
         image: spec.image.clone().unwrap_or_default(),
         env: plan::env_list(&env),
-        labels: plan::labels(pr, &opts.action, &build_id),
+        labels: plan::labels(build),
         networks: opts.networks.clone(),
         ports: spec.ports.clone(),
         limits: opts.limits,
     };
 
     // A newer push makes the running builds of this pull request stale.
-    let filter = plan::pull_request_filter(&pr.owner, &pr.repo, pr.number);
+    let filter = plan::pull_request_filter(&build.owner, &build.repo, pr_number);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
         service::remove(&docker, &stale.id).await?;
@@ -229,13 +223,14 @@ async fn run_service(
     name: &str,
     forgexec: &[u8],
 ) -> Result<Outcome, LaunchError> {
-    let pr = &opts.pr;
+    let build = &opts.build;
     let superseded = || Outcome::Superseded {
         service: name.to_string(),
     };
     // Every launcher lists after creating its own service and keeps only the
     // newest; a later launch always sees ours, so exactly one survives.
-    let filter = plan::pull_request_filter(&pr.owner, &pr.repo, pr.number);
+    let filter =
+        plan::pull_request_filter(&build.owner, &build.repo, build.pull_request.unwrap_or(0));
     let mine = service::list(docker, filter).await?;
     let keys: Vec<(String, String)> = mine
         .iter()

@@ -73,8 +73,8 @@ impl Git {
         cmd
     }
 
-    /// Runs git and returns its trimmed stdout.
-    pub fn output(&self, args: &[&str]) -> Result<String, GitError> {
+    /// Runs git and returns its stdout as it is (archives, `-z` lists).
+    pub fn output_bytes(&self, args: &[&str]) -> Result<Vec<u8>, GitError> {
         let out = self.command(args).output().map_err(GitError::Spawn)?;
         if !out.status.success() {
             return Err(GitError::Failed {
@@ -83,7 +83,13 @@ impl Git {
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(out.stdout)
+    }
+
+    /// Runs git and returns its trimmed stdout.
+    pub fn output(&self, args: &[&str]) -> Result<String, GitError> {
+        let out = self.output_bytes(args)?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
     }
 
     /// The top folder of the work tree.
