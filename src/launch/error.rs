@@ -60,6 +60,8 @@ pub enum LaunchError {
     },
     #[error("local mode: {0}")]
     Local(String),
+    #[error(transparent)]
+    Binary(#[from] super::binary::BinaryError),
 }
 
 impl LaunchError {
@@ -72,6 +74,7 @@ impl LaunchError {
             | LaunchError::Flag { .. }
             | LaunchError::Spec(_)
             | LaunchError::NoImage { .. } => exit::INVALID,
+            LaunchError::Binary(e) => e.exit_code(),
             _ => exit::INFRASTRUCTURE,
         }
     }

@@ -14,10 +14,11 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::binary::{self, Binaries};
 use super::event::{split_repo, PullRequest};
 use super::plan::{self, Endpoints};
 use super::service::Limits;
-use super::swarm::{container_owner, follow, parse_spec, read_forgexec, upload};
+use super::swarm::{container_owner, follow, parse_spec, upload};
 use super::{archive, node, LaunchError};
 use crate::secret::Secret;
 
@@ -35,7 +36,7 @@ pub struct LocalOptions {
     /// `OWNER/NAME`; default from the `origin` remote.
     pub repo: Option<String>,
     pub pr: Option<u64>,
-    pub forgexec: PathBuf,
+    pub forgexec: Binaries,
     pub token: Option<Secret>,
     /// Post statuses to the forge instead of only printing them.
     pub post_statuses: bool,
@@ -132,7 +133,6 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
         }
     };
     let spec = parse_spec(&label, &bytes)?;
-    let forgexec = read_forgexec(&opts.forgexec)?;
 
     let statuses_url = if opts.post_statuses {
         match (&opts.status_url, &opts.api_url) {
@@ -220,6 +220,7 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
     let mut labels = plan::labels(&pr, &opts.action, &build_id);
     labels.insert("forge.local".into(), "true".into());
     let image = spec.image.clone().unwrap_or_default();
+    let forgexec = binary::for_local_daemon(&docker, &opts.forgexec, &image).await?;
     let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
         .ports
         .iter()
