@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::binary::Binaries;
 use super::container::{self, LocalOptions};
 use super::event::{self, parse_event, FactFlags};
 use super::node::NodeAccess;
@@ -104,9 +105,11 @@ struct CommonArgs {
     /// Link shown with commit statuses (FORGE_TARGET_URL).
     #[arg(long, value_name = "URL")]
     target_url: Option<String>,
-    /// The static forgexec binary to copy into the container.
+    /// The static forgexec to copy into the container: a binary (used where
+    /// its architecture matches) or a directory holding forgexec-x86_64 and
+    /// forgexec-aarch64 [default: PREFIX/lib/forgexec for PREFIX/bin/forge-launch]
     #[arg(long, value_name = "PATH", env = "FORGE_LAUNCH_FORGEXEC")]
-    forgexec: PathBuf,
+    forgexec: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -251,7 +254,7 @@ async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
             None => SpecSource::Api,
         },
         token: read_token(args.common.token_file.as_deref())?,
-        forgexec: args.common.forgexec,
+        forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
         networks: args.networks,
         limits: limits(&args.limits)?,
         node_access: node_access(&args.tls),
@@ -294,7 +297,7 @@ async fn run_local(args: LocalArgs) -> Result<u8, LaunchError> {
         action: args.action,
         repo: args.repo,
         pr: args.pr,
-        forgexec: args.common.forgexec,
+        forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
         token: read_token(args.common.token_file.as_deref())?,
         post_statuses: args.post_statuses,
         status_url: args.status_url,

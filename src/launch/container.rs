@@ -13,10 +13,11 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::binary::{self, Binaries};
 use super::event::{resolve, split_repo};
 use super::plan;
 use super::service::Limits;
-use super::swarm::{container_owner, follow, parse_spec, read_forgexec, upload};
+use super::swarm::{container_owner, follow, parse_spec, upload};
 use super::{archive, node, LaunchError};
 use crate::facts::{default_status_url, var, BuildContext, NameError, RawFacts};
 use crate::local::folder_repo_name;
@@ -38,7 +39,7 @@ pub struct LocalOptions {
     /// `OWNER/NAME`; default from the `origin` remote.
     pub repo: Option<String>,
     pub pr: Option<u64>,
-    pub forgexec: PathBuf,
+    pub forgexec: Binaries,
     pub token: Option<Secret>,
     /// Post statuses to the forge instead of only printing them.
     pub post_statuses: bool,
@@ -69,7 +70,6 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
     let build = local_build(opts, &git, &sha)?;
     let (label, bytes) = read_spec(opts, &git, &root)?;
     let spec = parse_spec(&label, &bytes, &build.action)?;
-    let forgexec = read_forgexec(&opts.forgexec)?;
     let mut env = plan::environment(&spec.environment, &build);
     env.insert(var::WORKSPACE.into(), archive::WORKSPACE.into());
     let workspace = workspace_archive(opts, &git, &root)?;
@@ -78,6 +78,7 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
     let mut labels = plan::labels(&build);
     labels.insert("forge.local".into(), "true".into());
     let image = spec.image.clone().unwrap_or_default();
+    let forgexec = binary::for_local_daemon(&docker, &opts.forgexec, &image).await?;
     let body = container_body(&image, &spec, env, labels, opts);
     let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
         .name(&plan::build_name(&build))

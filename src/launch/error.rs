@@ -93,6 +93,8 @@ pub enum LaunchError {
     Git(#[from] GitError),
     #[error("local mode: interrupted; the container was removed")]
     Interrupted,
+    #[error(transparent)]
+    Binary(#[from] super::binary::BinaryError),
 }
 
 impl LaunchError {
@@ -111,6 +113,7 @@ impl LaunchError {
             LaunchError::Git(GitError::NotARepository { .. } | GitError::NoSuchCommit { .. }) => {
                 exit::INVALID
             }
+            LaunchError::Binary(e) => e.exit_code(),
             _ => exit::INFRASTRUCTURE,
         }
     }

@@ -5,13 +5,15 @@
 //! Docker-safe service name), remove stale services of the same pull request
 //! and create one service whose task fails to start for lack of `/forgexec`
 //! ([`service`]), connect to the daemon of the node running the task
-//! ([`node`], mutual TLS for remote nodes), copy forgexec and the token in
-//! with the archive API ([`archive`]) and start the container. [`forge`]
+//! ([`node`], mutual TLS for remote nodes), copy forgexec (the binary for
+//! the node's or image's architecture, [`binary`]) and the token in with
+//! the archive API ([`archive`]) and start the container. [`forge`]
 //! talks to the forge API (spec download, error statuses); [`local`] runs
 //! the same build on the local daemon for reproduction; [`cli`] is the
 //! command line and the one place errors are rendered.
 
 pub mod archive;
+pub mod binary;
 pub mod cli;
 pub mod container;
 pub mod error;

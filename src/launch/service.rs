@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
-    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    NetworkAttachmentConfig, Platform, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
@@ -52,6 +52,9 @@ pub struct ServiceRequest {
     pub networks: Vec<String>,
     pub ports: Vec<PortMapping>,
     pub limits: Limits,
+    /// Where the swarm may place the task (`Placement.Platforms`): the
+    /// architectures with a forgexec binary ([`super::binary`]).
+    pub platforms: Vec<Platform>,
 }
 
 /// The swarm service spec: one replica, command `/forgexec`, never
@@ -104,6 +107,10 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
                 ..Default::default()
             }),
             resources,
+            placement: (!req.platforms.is_empty()).then(|| TaskSpecPlacement {
+                platforms: Some(req.platforms.clone()),
+                ..Default::default()
+            }),
             networks: (!networks.is_empty()).then_some(networks),
             ..Default::default()
         }),
@@ -466,6 +473,7 @@ mod tests {
                 memory_bytes: Some(1 << 30),
                 ..Limits::default()
             },
+            platforms: crate::launch::binary::platforms(&[crate::launch::binary::Arch::Aarch64]),
         };
         let spec = service_spec(&req);
         let json = serde_json::to_value(&spec).unwrap();
@@ -486,6 +494,10 @@ mod tests {
         assert_eq!(json["EndpointSpec"]["Ports"][0]["PublishedPort"], 8080);
         assert_eq!(json["EndpointSpec"]["Ports"][0]["TargetPort"], 80);
         assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
+        assert_eq!(
+            json["TaskTemplate"]["Placement"]["Platforms"],
+            serde_json::json!([{"Architecture": "aarch64", "OS": "linux"}])
+        );
         assert!(json["TaskTemplate"]["ContainerSpec"]
             .get("Secrets")
             .is_none());

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::binary::{self, Binaries};
 use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
@@ -35,7 +36,7 @@ pub struct SwarmOptions {
     pub build: BuildContext,
     pub spec: SpecSource,
     pub token: Option<Secret>,
-    pub forgexec: PathBuf,
+    pub forgexec: Binaries,
     pub networks: Vec<String>,
     pub limits: Limits,
     pub node_access: NodeAccess,
@@ -73,17 +74,8 @@ pub fn parse_spec(label: &str, bytes: &[u8], action: &str) -> Result<Spec, Launc
     Ok(spec)
 }
 
-/// Reads the static forgexec binary.
-pub fn read_forgexec(path: &std::path::Path) -> Result<Vec<u8>, LaunchError> {
-    std::fs::read(path).map_err(|source| LaunchError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Runs `forge-launch swarm`.
 pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
-    let forgexec = read_forgexec(&opts.forgexec)?;
     let forge = Forge::new(opts.token.clone())?;
     let reporter = Reporter {
         forge: &forge,
@@ -96,7 +88,7 @@ pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
             return Err(err);
         }
     };
-    let result = launch_with_spec(opts, &spec, &forgexec).await;
+    let result = launch_with_spec(opts, &spec).await;
     if let Err(err) = &result {
         reporter.error(err).await;
     }
@@ -151,11 +143,7 @@ impl Reporter<'_> {
     }
 }
 
-async fn launch_with_spec(
-    opts: &SwarmOptions,
-    spec: &Spec,
-    forgexec: &[u8],
-) -> Result<Outcome, LaunchError> {
+async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
     let pr_number = build.pull_request.unwrap_or(0);
     let docker = node::connect_manager().await?;
@@ -172,6 +160,10 @@ async fn launch_with_spec(
             message: "this daemon is not part of a swarm; run `docker swarm init` or point DOCKER_HOST at a manager".into(),
         })?;
 
+    // Before anything changes: is there a node and a binary for this build?
+    let image = spec.image.clone().unwrap_or_default();
+    let platforms = binary::swarm_placement(&docker, &opts.forgexec, &image).await?;
+
     let name = plan::build_name(build);
     let env = plan::environment(&spec.environment, build);
     tracing::debug!(
@@ -180,12 +172,13 @@ async fn launch_with_spec(
     );
     let request = ServiceRequest {
         name: name.clone(),
-        image: spec.image.clone().unwrap_or_default(),
+        image,
         env: plan::env_list(&env),
         labels: plan::labels(build),
         networks: opts.networks.clone(),
         ports: spec.ports.clone(),
         limits: opts.limits,
+        platforms,
     };
 
     // A newer push makes the running builds of this pull request stale.
@@ -197,7 +190,7 @@ async fn launch_with_spec(
 
     let id = service::create(&docker, service::service_spec(&request)).await?;
     tracing::info!("created service {name} ({id})");
-    match run_service(opts, &docker, &local_node, &id, &name, forgexec).await {
+    match run_service(opts, &docker, &local_node, &id, &name).await {
         Ok(outcome) => Ok(outcome),
         // A racing or newer launch removed our service midway: its objects
         // vanish under us (404s), which is not a failure of this build.
@@ -221,7 +214,6 @@ async fn run_service(
     local_node: &str,
     id: &str,
     name: &str,
-    forgexec: &[u8],
 ) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
     let superseded = || Outcome::Superseded {
@@ -279,8 +271,16 @@ async fn run_service(
         )?
     };
     let node_docker = node::connect(&endpoint, docker).await?;
+    let forgexec = binary::for_task(
+        docker,
+        &node_docker,
+        &placed.node_id,
+        &placed.container_id,
+        &opts.forgexec,
+    )
+    .await?;
     let owner = container_owner(&node_docker, &placed.container_id).await?;
-    let tar = archive::executor_archive(forgexec, opts.token.as_ref(), owner)
+    let tar = archive::executor_archive(&forgexec, opts.token.as_ref(), owner)
         .map_err(|e| LaunchError::io("building the executor archive", e))?;
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
     tracing::info!("started {name} on node {}", placed.node_id);

@@ -21,3 +21,16 @@ fn static_binary_stays_within_its_size_budget() {
         bin.display()
     );
 }
+
+#[test]
+fn the_aarch64_static_binary_stays_within_the_same_budget() {
+    let bin = common::static_forgexec_aarch64();
+    let size = std::fs::metadata(&bin)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", bin.display()))
+        .len();
+    assert!(
+        size <= MAX_BYTES,
+        "{} is {size} bytes, over the {MAX_BYTES}-byte budget (docs/benchmarks.md)",
+        bin.display()
+    );
+}

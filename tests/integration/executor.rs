@@ -2,11 +2,13 @@
 //! builds against a GitHub-like test server on 127.0.0.1 (statuses, zipball)
 //! and nginx WebDAV (artifacts, build log), as a host process and as PID 1 of
 //! real containers (an empty image holding only forgexec and busybox, and a
-//! busybox image with a shell).
+//! busybox image with a shell). The cases about the token file, signals and
+//! PID 1 take the [`Platform`] to run on: `aarch64.rs` runs them again on
+//! aarch64 under emulation.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,10 +36,17 @@ struct HostBuild {
     server: ForgeServer,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    forgexec: PathBuf,
 }
 
 impl HostBuild {
     fn new(spec: &str) -> HostBuild {
+        HostBuild::with_forgexec(spec, static_forgexec())
+    }
+
+    /// The same build run by another forgexec binary (another CPU's, under
+    /// emulation).
+    fn with_forgexec(spec: &str, forgexec: PathBuf) -> HostBuild {
         let server = ForgeServer::start(TOKEN);
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path().join("workspace");
@@ -60,7 +69,12 @@ impl HostBuild {
             ("FORGE_WORKSPACE".into(), ws.display().to_string()),
             ("FORGE_BUILD_ID".into(), "b1".into()),
         ];
-        HostBuild { server, dir, env }
+        HostBuild {
+            server,
+            dir,
+            env,
+            forgexec,
+        }
     }
 
     fn workspace(&self) -> PathBuf {
@@ -78,7 +92,7 @@ impl HostBuild {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(static_forgexec());
+        let mut cmd = Command::new(&self.forgexec);
         cmd.env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
@@ -330,15 +344,22 @@ fn a_missing_variable_is_named_and_nothing_runs() {
 
 #[test]
 fn secrets_and_the_token_never_reach_commands_or_output() {
-    let mut build = HostBuild::new(concat!(
-        "secrets: [API_KEY]\n",
-        "execute:\n",
-        "  - echo \"key=$API_KEY\"\n",
-        "  - env | sort\n",
-        "  - cat \"$TOKEN_PATH\" || echo token-file-gone\n",
-        "  - echo \"token=${FORGE_TOKEN:-unset}\"\n",
-        "  - echo ghs_TestToken0123456789abcdef\n",
-    ));
+    secrets_and_the_token_file_stay_hidden(static_forgexec());
+}
+
+pub(crate) fn secrets_and_the_token_file_stay_hidden(forgexec: PathBuf) {
+    let mut build = HostBuild::with_forgexec(
+        concat!(
+            "secrets: [API_KEY]\n",
+            "execute:\n",
+            "  - echo \"key=$API_KEY\"\n",
+            "  - env | sort\n",
+            "  - cat \"$TOKEN_PATH\" || echo token-file-gone\n",
+            "  - echo \"token=${FORGE_TOKEN:-unset}\"\n",
+            "  - echo ghs_TestToken0123456789abcdef\n",
+        ),
+        forgexec,
+    );
     build.set("API_KEY", "k3y-that-must-not-leak");
     let token_path = build.token_file().display().to_string();
     build.set("TOKEN_PATH", &token_path);
@@ -379,12 +400,19 @@ fn secrets_and_the_token_never_reach_commands_or_output() {
 
 #[test]
 fn sigterm_cancels_the_build_kills_its_processes_and_still_reports() {
-    let mut build = HostBuild::new(concat!(
+    sigterm_cancels_and_reports(static_forgexec());
+}
+
+pub(crate) fn sigterm_cancels_and_reports(forgexec: PathBuf) {
+    let mut build = HostBuild::with_forgexec(
+        concat!(
         "execute:\n",
         "  - name: server\n",
         "    run: \"(while true; do date +%s%N > heartbeat; sleep 0.1; done) & trap '' TERM; while true; do sleep 0.1; done\"\n",
         "  - echo never-runs\n",
-    ));
+        ),
+        forgexec,
+    );
     build.set("FORGE_GRACE", "1s");
     let artifacts = tempfile::tempdir().unwrap();
     build.set(
@@ -630,6 +658,10 @@ fn docker_run(image: &Image, server: &ForgeServer, extra: &[&str]) -> Container 
 
 #[test]
 fn runs_as_pid_1_in_an_empty_image_with_exec_form_commands() {
+    pid_1_in_an_empty_image(&Platform::host());
+}
+
+pub(crate) fn pid_1_in_an_empty_image(platform: &Platform) {
     docker_ready();
     let server = ForgeServer::start(TOKEN);
     server.set_zipball(zipball(
@@ -643,12 +675,12 @@ fn runs_as_pid_1_in_an_empty_image_with_exec_form_commands() {
     empty_rootfs_with(
         &rootfs,
         &[
-            (&static_forgexec(), "/forgexec", 0o755),
-            (Path::new("/bin/busybox"), "/busybox", 0o755),
+            (&platform.forgexec, "/forgexec", 0o755),
+            (&platform.busybox, "/busybox", 0o755),
             (&token, "/forge/token", 0o400),
         ],
     );
-    let image = import_image(&unique_name("forgexec-empty"), &rootfs);
+    let image = platform.import(&unique_name("forgexec-empty"), &rootfs);
     let container = docker_run(&image, &server, &[]);
     let code = container.wait();
     let (stdout, stderr) = container.logs();
@@ -663,6 +695,10 @@ fn runs_as_pid_1_in_an_empty_image_with_exec_form_commands() {
 
 #[test]
 fn runs_shell_form_in_busybox_and_hides_its_memory_from_commands() {
+    pid_1_shell_form_hides_its_memory(&Platform::host());
+}
+
+pub(crate) fn pid_1_shell_form_hides_its_memory(platform: &Platform) {
     docker_ready();
     let server = ForgeServer::start(TOKEN);
     server.set_zipball(zipball(
@@ -684,9 +720,9 @@ fn runs_shell_form_in_busybox_and_hides_its_memory_from_commands() {
     ));
     let root = tempfile::tempdir().unwrap();
     let rootfs = root.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    empty_rootfs_with(&rootfs, &[(&static_forgexec(), "/forgexec", 0o755)]);
-    let image = import_image(&unique_name("forgexec-busybox"), &rootfs);
+    platform.busybox_rootfs(&rootfs);
+    empty_rootfs_with(&rootfs, &[(&platform.forgexec, "/forgexec", 0o755)]);
+    let image = platform.import(&unique_name("forgexec-busybox"), &rootfs);
     let token_env = format!("FORGE_TOKEN={TOKEN}");
     let container = docker_run(&image, &server, &["-e", &token_env]);
     let code = container.wait();
@@ -705,6 +741,10 @@ fn runs_shell_form_in_busybox_and_hides_its_memory_from_commands() {
 
 #[test]
 fn docker_stop_cancels_a_pid_1_build_with_a_final_status() {
+    pid_1_docker_stop_cancels(&Platform::host());
+}
+
+pub(crate) fn pid_1_docker_stop_cancels(platform: &Platform) {
     docker_ready();
     let server = ForgeServer::start(TOKEN);
     server.set_zipball(zipball(
@@ -717,9 +757,9 @@ fn docker_stop_cancels_a_pid_1_build_with_a_final_status() {
     ));
     let root = tempfile::tempdir().unwrap();
     let rootfs = root.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    empty_rootfs_with(&rootfs, &[(&static_forgexec(), "/forgexec", 0o755)]);
-    let image = import_image(&unique_name("forgexec-cancel"), &rootfs);
+    platform.busybox_rootfs(&rootfs);
+    empty_rootfs_with(&rootfs, &[(&platform.forgexec, "/forgexec", 0o755)]);
+    let image = platform.import(&unique_name("forgexec-cancel"), &rootfs);
     let container = docker_run(
         &image,
         &server,

@@ -9,28 +9,29 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     busybox_rootfs, docker, import_image_with, static_forgexec, unique_name, ForgeServer, GitRepo,
-    Image, Nginx, Service,
+    Image, Nginx, Platform, Service,
 };
 use serde_json::Value;
 
-const OWNER: &str = "acme";
+pub(crate) const OWNER: &str = "acme";
 
-fn launcher() -> &'static str {
+pub(crate) fn launcher() -> &'static str {
     env!("CARGO_BIN_EXE_forge-launch")
 }
 
 /// A repository on the forge test server, a busybox image and a token.
-struct Fixture {
-    dir: tempfile::TempDir,
-    forge: ForgeServer,
-    image: Image,
-    repo: String,
-    git: GitRepo,
-    sha: String,
-    token_file: PathBuf,
+/// (Also used by `launch_binary.rs` and `aarch64.rs`.)
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) forge: ForgeServer,
+    pub(crate) image: Image,
+    pub(crate) repo: String,
+    pub(crate) git: GitRepo,
+    pub(crate) sha: String,
+    pub(crate) token_file: PathBuf,
 }
 
-const PASSING: &str = "\
+pub(crate) const PASSING: &str = "\
 execute:
   - echo building $GREETING > out.txt
   - cat out.txt
@@ -48,7 +49,7 @@ execute:
 
 impl Fixture {
     /// `body` is the .forge.yml without its `image:` line.
-    fn new(body: &str) -> Fixture {
+    pub(crate) fn new(body: &str) -> Fixture {
         Fixture::with_image_changes(body, &[])
     }
 
@@ -62,6 +63,23 @@ impl Fixture {
             &rootfs,
             changes,
         );
+        Fixture::with_image(body, dir, image)
+    }
+
+    /// The same in a busybox image of `platform` (another CPU's).
+    pub(crate) fn on_platform(body: &str, platform: &Platform) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rootfs = dir.path().join("rootfs");
+        platform.busybox_rootfs(&rootfs);
+        let tag = format!(
+            "{}:1",
+            unique_name(&format!("forge-launch-bb-{}", platform.arch))
+        );
+        let image = platform.import(&tag, &rootfs);
+        Fixture::with_image(body, dir, image)
+    }
+
+    fn with_image(body: &str, dir: tempfile::TempDir, image: Image) -> Fixture {
         let repo = unique_name("widget");
         let token = format!("tok-{}", unique_name("secret"));
         let forge = ForgeServer::start(&token);
@@ -99,7 +117,7 @@ impl Fixture {
         self.forge.set_zipball(zip.stdout);
     }
 
-    fn status_url(&self) -> String {
+    pub(crate) fn status_url(&self) -> String {
         self.status_url_at(&self.sha)
     }
 
@@ -127,6 +145,17 @@ impl Fixture {
 
     /// The same for another head commit.
     fn swarm_at(&self, sha: &str, pr: u64, extra: &[&str]) -> Command {
+        self.swarm_with(&static_forgexec(), sha, pr, extra)
+    }
+
+    /// The same with another `--forgexec`.
+    pub(crate) fn swarm_with(
+        &self,
+        forgexec: &Path,
+        sha: &str,
+        pr: u64,
+        extra: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(launcher());
         let repo = format!("{OWNER}/{}", self.repo);
         cmd.args(["swarm", "--repo", &repo, "--pr", &pr.to_string()])
@@ -135,7 +164,7 @@ impl Fixture {
             .arg("--token-file")
             .arg(&self.token_file)
             .arg("--forgexec")
-            .arg(static_forgexec())
+            .arg(forgexec)
             .args(["--network", "host", "--start-timeout", "60s"])
             .args(extra)
             .stdin(Stdio::null());
@@ -143,7 +172,7 @@ impl Fixture {
     }
 
     /// Waits until the build posted a status other than `pending`.
-    fn final_statuses(&self, timeout: Duration) -> Vec<Value> {
+    pub(crate) fn final_statuses(&self, timeout: Duration) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let statuses = self.forge.statuses(&self.sha);
@@ -159,7 +188,7 @@ impl Fixture {
         }
     }
 
-    fn services(&self, pr: u64) -> Vec<String> {
+    pub(crate) fn services(&self, pr: u64) -> Vec<String> {
         let out = docker(&[
             "service",
             "ls",
@@ -174,7 +203,7 @@ impl Fixture {
     }
 
     /// The build's files under the artifact store for this sha and action.
-    fn stored_artifacts(&self, root: &Path, action: &str) -> Vec<PathBuf> {
+    pub(crate) fn stored_artifacts(&self, root: &Path, action: &str) -> Vec<PathBuf> {
         let base = root
             .join(OWNER)
             .join(&self.repo)
@@ -197,12 +226,12 @@ impl Fixture {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         out.status.code(),
@@ -212,11 +241,11 @@ fn text(out: &Output) -> String {
 }
 
 /// Guards every service of a pull request (removed on drop).
-fn guard_all(names: &[String]) -> Vec<Service> {
+pub(crate) fn guard_all(names: &[String]) -> Vec<Service> {
     names.iter().map(|n| Service::guard(n.clone())).collect()
 }
 
-fn states(statuses: &[Value]) -> Vec<String> {
+pub(crate) fn states(statuses: &[Value]) -> Vec<String> {
     statuses
         .iter()
         .map(|s| {
@@ -229,7 +258,7 @@ fn states(statuses: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn zip_names(path: &Path) -> Vec<String> {
+pub(crate) fn zip_names(path: &Path) -> Vec<String> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut zip = zip::ZipArchive::new(file).expect("artifacts.zip is a zip");
     let mut names: Vec<String> = (0..zip.len())
@@ -245,7 +274,7 @@ fn zip_names(path: &Path) -> Vec<String> {
     names
 }
 
-fn read_zip_entry(path: &Path, name: &str) -> String {
+pub(crate) fn read_zip_entry(path: &Path, name: &str) -> String {
     use std::io::Read;
     let file = std::fs::File::open(path).expect("open zip");
     let mut zip = zip::ZipArchive::new(file).expect("zip");

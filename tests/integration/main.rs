@@ -4,11 +4,15 @@
 
 mod common;
 
+#[cfg(feature = "launcher")]
+mod aarch64;
 mod binary_size;
 mod docker_support;
 mod executor;
 mod forge_server;
 mod fuzz;
+#[cfg(feature = "launcher")]
+mod launch_binary;
 #[cfg(feature = "launcher")]
 mod launch_swarm;
 #[cfg(feature = "launcher")]

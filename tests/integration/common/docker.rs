@@ -121,6 +121,64 @@ pub fn import_image_with(tag: &str, rootfs: &Path, changes: &[&str]) -> Image {
     }
 }
 
+/// An image of `rootfs` whose config says `architecture` (Go's name:
+/// `arm64`, `amd64`), as an image pulled for that platform would. `docker
+/// import --platform` needs an experimental daemon (20.10), so this builds
+/// the `docker save` layout by hand (one layer, its config, the manifest)
+/// and `docker load`s it. A tag without `:` gets `:latest`.
+pub fn import_image_for(tag: &str, rootfs: &Path, architecture: &str) -> Image {
+    docker_ready();
+    let tag = if tag.rsplit('/').next().unwrap_or(tag).contains(':') {
+        tag.to_string()
+    } else {
+        format!("{tag}:latest")
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let layer = work.path().join("layer.tar");
+    let tar = Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-C")
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tar (apt-get install tar): {e}"));
+    assert!(
+        tar.status.success(),
+        "tar of {} failed: {}",
+        rootfs.display(),
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let diff_id = format!("sha256:{}", super::sha256sum(&layer));
+    let config = serde_json::json!({
+        "architecture": architecture,
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": [tag],
+        "Layers": ["layer.tar"],
+    }]);
+    std::fs::write(work.path().join("config.json"), config.to_string()).expect("write config");
+    std::fs::write(work.path().join("manifest.json"), manifest.to_string())
+        .expect("write manifest");
+    let archive = work.path().join("image.tar");
+    let pack = Command::new("tar")
+        .arg("-C")
+        .arg(work.path())
+        .arg("-cf")
+        .arg(&archive)
+        .args(["manifest.json", "config.json", "layer.tar"])
+        .output()
+        .expect("run tar");
+    assert!(pack.status.success(), "tar of the image failed");
+    docker(&["load", "-q", "-i", &archive.display().to_string()]);
+    Image { tag }
+}
+
 fn copy_with_mode(src: &Path, dest: &Path, mode: u32) {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)
@@ -150,6 +208,12 @@ pub fn busybox_rootfs(dir: &Path) {
         busybox.is_file(),
         "busybox not installed: run .ci/run or apt-get install busybox-static"
     );
+    busybox_rootfs_from(dir, busybox);
+}
+
+/// [`busybox_rootfs`] with another static busybox (one for another CPU,
+/// whose `--list` then runs under emulation).
+pub fn busybox_rootfs_from(dir: &Path, busybox: &Path) {
     let bin = dir.join("bin");
     copy_with_mode(busybox, &bin.join("busybox"), 0o755);
     let list = Command::new(busybox)

@@ -10,6 +10,7 @@ pub mod forge_server;
 pub mod git;
 pub mod nginx;
 pub mod pki;
+pub mod platform;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +23,7 @@ pub use docker::{
 pub use forge_server::{Fault, ForgeServer, Route};
 pub use git::GitRepo;
 pub use nginx::Nginx;
+pub use platform::Platform;
 
 /// The crate's root folder (where Cargo.toml and ./musl-build live).
 pub fn manifest_dir() -> &'static Path {
@@ -36,48 +38,62 @@ pub fn manifest_dir() -> &'static Path {
 /// build fails.
 pub fn static_forgexec() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("FORGEXEC_STATIC_BIN") {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "FORGEXEC_STATIC_BIN={} does not name a file: unset it or run ./musl-build",
-                path.display()
-            );
-            return path;
-        }
-        let script = manifest_dir().join("musl-build");
-        assert!(
-            script.is_file(),
-            "{} is missing: the static build script is part of the repository",
-            script.display()
-        );
-        let out = Command::new("bash")
-            .arg(&script)
-            .current_dir(manifest_dir())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "./musl-build failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            out.status
-        );
-        let path = stdout
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| PathBuf::from(l.trim()))
-            .unwrap_or_else(|| panic!("./musl-build printed no path:\n{stderr}"));
+    BIN.get_or_init(|| musl_build("FORGEXEC_STATIC_BIN", &[]))
+        .clone()
+}
+
+/// Path of the static aarch64 forgexec: `FORGEXEC_STATIC_BIN_AARCH64`, or
+/// `./musl-build --target aarch64` once per test process.
+pub fn static_forgexec_aarch64() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| musl_build("FORGEXEC_STATIC_BIN_AARCH64", &["--target", "aarch64"]))
+        .clone()
+}
+
+/// The file `$var` names, else the last line `./musl-build ARGS` prints.
+fn musl_build(var: &str, args: &[&str]) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "./musl-build printed {} but there is no such file",
-            path.display()
+            "{var}={} does not name a file: unset it or run ./musl-build {}",
+            path.display(),
+            args.join(" ")
         );
-        path
-    })
-    .clone()
+        return path;
+    }
+    let script = manifest_dir().join("musl-build");
+    assert!(
+        script.is_file(),
+        "{} is missing: the static build script is part of the repository",
+        script.display()
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .current_dir(manifest_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "./musl-build {} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        args.join(" "),
+        out.status
+    );
+    let path = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| PathBuf::from(l.trim()))
+        .unwrap_or_else(|| panic!("./musl-build printed no path:\n{stderr}"));
+    assert!(
+        path.is_file(),
+        "./musl-build printed {} but there is no such file",
+        path.display()
+    );
+    path
 }
 
 /// Runs a command to completion and returns its stdout; panics with the
