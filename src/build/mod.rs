@@ -260,7 +260,7 @@ impl Build {
     /// A build that could not even post its first status.
     fn stopped_before_start(&self, err: BuildError) -> BuildOutcome {
         let description = self.console.error(&err);
-        eprintln!("forgexec: {description}");
+        self.console.say(&format!("forgexec: {description}"));
         let verdict = Verdict::Stopped(err);
         BuildOutcome {
             exit_code: verdict.exit_code(),

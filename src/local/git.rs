@@ -273,9 +273,12 @@ impl Drop for CleanCheckout {
         }
         if let Err(err) = std::fs::remove_dir_all(&root) {
             if root.exists() {
-                eprintln!(
-                    "forgexec: cannot remove the temporary checkout {}: {err}",
-                    root.display()
+                crate::render::Renderer::default().report(
+                    &format!(
+                        "forgexec: cannot remove the temporary checkout {}",
+                        root.display()
+                    ),
+                    &err,
                 );
             }
         }
