@@ -87,31 +87,40 @@ pub fn run(
     sink: &Arc<OutputSink>,
     cancel: &Cancellation,
 ) -> (Option<i32>, Finish) {
-    let Some((program, args)) = inv.argv.split_first() else {
-        return (None, Finish::SpawnFailed("empty command".into()));
+    let child = match Child::spawn(inv) {
+        Ok(child) => child,
+        Err(why) => return (None, Finish::SpawnFailed(why)),
     };
-    let (reader, writer) = match os_pipe::pipe() {
-        Ok(pair) => pair,
-        Err(e) => {
-            return (
-                None,
-                Finish::SpawnFailed(format!("cannot create a pipe: {e}")),
-            )
-        }
-    };
-    widen_pipe(&reader);
-    let writer_for_stderr = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            return (
-                None,
-                Finish::SpawnFailed(format!("cannot create a pipe: {e}")),
-            )
-        }
-    };
-    let program = program_path(program, &inv.dir);
-    let handle = {
-        let expression = duct::cmd(&program, args)
+    let pgid = child.pgid;
+    let (finish, output, lines) = child.watch(inv, sink, cancel);
+    // Let the output drain; a background process may keep the pipe open, in
+    // which case its further output still goes to the log as it comes.
+    match output {
+        Some(reader) => drain(reader, lines, sink),
+        None => sink.recycle(lines),
+    }
+    (pgid, finish)
+}
+
+/// A started command: duct's handle, its process group and output pipe.
+struct Child {
+    handle: duct::Handle,
+    pgid: Option<i32>,
+    output: PipeReader,
+}
+
+impl Child {
+    /// Starts the command in its own process group, stdout and stderr into
+    /// one pipe; says why when it cannot start.
+    fn spawn(inv: &Invocation) -> Result<Child, String> {
+        let (program, args) = inv.argv.split_first().ok_or("empty command")?;
+        check_start(program, &inv.dir, &inv.env)?;
+        let (reader, writer) = os_pipe::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        widen_pipe(&reader);
+        let writer_for_stderr = writer
+            .try_clone()
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let expression = duct::cmd(program_path(program, &inv.dir), args)
             .dir(&inv.dir)
             .full_env(inv.env.iter().cloned())
             .stdin_null()
@@ -123,119 +132,179 @@ pub fn run(
                 command.process_group(0);
                 Ok(())
             });
-        match expression.start() {
-            Ok(handle) => handle,
-            Err(e) => {
-                return (
-                    None,
-                    Finish::SpawnFailed(spawn_error(program_name(inv), &e)),
-                )
-            }
-        }
+        let handle = expression.start().map_err(|e| spawn_error(program, &e))?;
         // `expression` (holding our copies of the pipe's write end) is
         // dropped here, so the reader sees EOF when the command's side closes.
-    };
-    let pgid = handle
-        .pids()
-        .first()
-        .and_then(|&pid| i32::try_from(pid).ok());
-    let exit_fd = pgid.and_then(pidfd_open);
-    let mut output = Some(reader);
-    let mut lines = sink.line_buffer();
+        drop(expression);
+        let pgid = handle
+            .pids()
+            .first()
+            .and_then(|&pid| i32::try_from(pid).ok());
+        Ok(Child {
+            handle,
+            pgid,
+            output: reader,
+        })
+    }
 
-    let started = Instant::now();
-    let command_deadline = inv.timeout.map(|t| started + t);
-    let mut cancelled: Option<(Signal, Instant)> = None;
-    // Without a pidfd: how long to wait before checking on the command.
-    let mut check_every = Duration::from_millis(1);
-    let finish = loop {
-        let now = Instant::now();
-        if cancelled.is_none() {
-            if let Some(signal) = cancel.signal() {
-                // Forward the cancellation to the command's group and give it
-                // the grace period to shut down cleanly.
-                signal_group(pgid, signal);
-                cancelled = Some((signal, now + cancel.grace()));
-            }
-        }
-        let limits = [
-            command_deadline.map(|d| (d, Limit::Command(inv.timeout.unwrap_or_default()))),
-            inv.build_deadline.map(|d| (d.at, Limit::Build(d.timeout))),
-        ];
-        if let Some((_, limit)) = limits
-            .iter()
-            .flatten()
-            .filter(|(d, _)| *d <= now)
-            .min_by_key(|(d, _)| *d)
-        {
+    /// Pumps the output and waits for the exit, a deadline or the
+    /// cancellation. Returns how it finished, the pipe if it is still open,
+    /// and the line buffer.
+    fn watch(
+        self,
+        inv: &Invocation,
+        sink: &Arc<OutputSink>,
+        cancel: &Cancellation,
+    ) -> (Finish, Option<PipeReader>, LineBuffer) {
+        let Child {
+            handle,
+            pgid,
+            output,
+        } = self;
+        let exit_fd = pgid.and_then(pidfd_open);
+        let mut output = Some(output);
+        let mut lines = sink.line_buffer();
+        let command_deadline = inv.timeout.map(|t| Instant::now() + t);
+        let mut cancelled: Option<(Signal, Instant)> = None;
+        // Without a pidfd: how long to wait before checking on the command.
+        let mut check_every = Duration::from_millis(1);
+        let finish = loop {
+            let now = Instant::now();
             if cancelled.is_none() {
-                kill_group(pgid);
-                let _ = handle.wait();
-                break Finish::TimedOut(*limit);
+                if let Some(signal) = cancel.signal() {
+                    // Forward the cancellation to the command's group and give
+                    // it the grace period to shut down cleanly.
+                    signal_group(pgid, signal);
+                    cancelled = Some((signal, now + cancel.grace()));
+                }
             }
-        }
-        if let Some((signal, grace_end)) = cancelled {
-            if grace_end <= now {
-                kill_group(pgid);
-                let _ = handle.wait();
-                break Finish::Cancelled(signal);
+            if let Some(limit) = limit_reached(inv, command_deadline, now) {
+                if cancelled.is_none() {
+                    kill_group(pgid);
+                    let _ = handle.wait();
+                    break Finish::TimedOut(limit);
+                }
             }
-        }
-        let mut wake = now + WAKE_INTERVAL;
-        for deadline in [
-            command_deadline,
-            inv.build_deadline.map(|d| d.at),
-            cancelled.map(|c| c.1),
-        ]
+            if let Some((signal, grace_end)) = cancelled {
+                if grace_end <= now {
+                    kill_group(pgid);
+                    let _ = handle.wait();
+                    break Finish::Cancelled(signal);
+                }
+            }
+            let mut wake = now + WAKE_INTERVAL;
+            for deadline in [
+                command_deadline,
+                inv.build_deadline.map(|d| d.at),
+                cancelled.map(|c| c.1),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                wake = wake.min(deadline);
+            }
+            if exit_fd.is_none() {
+                wake = wake.min(now + check_every);
+                check_every = (check_every * 2).min(WAKE_INTERVAL);
+            }
+            let (readable, exited) = wait_for(output.as_ref(), exit_fd.as_ref(), wake - now);
+            if readable {
+                if let Some(reader) = output.as_mut() {
+                    match lines.read_from(sink, reader) {
+                        Ok(0) | Err(_) => {
+                            let _ = lines.finish(sink);
+                            output = None;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+            if exited || exit_fd.is_none() {
+                match handle.try_wait() {
+                    Ok(Some(done)) => break exit_finish(cancelled.map(|c| c.0), done.status),
+                    Ok(None) => {}
+                    Err(e) => {
+                        kill_group(pgid);
+                        break Finish::SpawnFailed(format!("lost track of the process: {e}"));
+                    }
+                }
+            }
+        };
+        (finish, output, lines)
+    }
+}
+
+/// The first of the command's and the build's deadlines that has passed.
+fn limit_reached(
+    inv: &Invocation,
+    command_deadline: Option<Instant>,
+    now: Instant,
+) -> Option<Limit> {
+    let limits = [
+        command_deadline.map(|d| (d, Limit::Command(inv.timeout.unwrap_or_default()))),
+        inv.build_deadline.map(|d| (d.at, Limit::Build(d.timeout))),
+    ];
+    limits
         .into_iter()
         .flatten()
-        {
-            wake = wake.min(deadline);
-        }
-        if exit_fd.is_none() {
-            wake = wake.min(now + check_every);
-            check_every = (check_every * 2).min(WAKE_INTERVAL);
-        }
-        let (readable, exited) = wait_for(output.as_ref(), exit_fd.as_ref(), wake - now);
-        if readable {
-            if let Some(reader) = output.as_mut() {
-                match lines.read_from(sink, reader) {
-                    Ok(0) | Err(_) => {
-                        let _ = lines.finish(sink);
-                        output = None;
-                    }
-                    Ok(_) => {}
-                }
-            }
-        }
-        if exited || exit_fd.is_none() {
-            match handle.try_wait() {
-                Ok(Some(output)) => {
-                    let status = output.status;
-                    break match (cancelled, status.code(), status.signal()) {
-                        (Some((signal, _)), _, _) => Finish::Cancelled(signal),
-                        (None, Some(code), _) => Finish::Exited(code),
-                        (None, None, Some(sig)) => Finish::Signaled(sig),
-                        (None, None, None) => Finish::Exited(-1),
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    kill_group(pgid);
-                    break Finish::SpawnFailed(format!("lost track of the process: {e}"));
-                }
-            }
-        }
-    };
-    drop(exit_fd);
-    // Let the output drain; a background process may keep the pipe open, in
-    // which case its further output still goes to the log as it comes.
-    if let Some(reader) = output {
-        drain(reader, lines, sink);
-    } else {
-        sink.recycle(lines);
+        .filter(|(d, _)| *d <= now)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, limit)| limit)
+}
+
+/// How a command that exited finished.
+fn exit_finish(cancelled: Option<Signal>, status: std::process::ExitStatus) -> Finish {
+    match (cancelled, status.code(), status.signal()) {
+        (Some(signal), _, _) => Finish::Cancelled(signal),
+        (None, Some(code), _) => Finish::Exited(code),
+        (None, None, Some(sig)) => Finish::Signaled(sig),
+        (None, None, None) => Finish::Exited(-1),
     }
-    (pgid, finish)
+}
+
+/// Why a command cannot start, told apart before trying: a missing working
+/// folder, a missing shell, and a missing program are different mistakes.
+fn check_start(program: &str, dir: &Path, env: &[(OsString, OsString)]) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!(
+            "its working folder {} does not exist (check `workdir:`)",
+            dir.display()
+        ));
+    }
+    if program == super::SHELL && !Path::new(program).exists() {
+        return Err(format!(
+            "the image has no {program} for the shell form; install a shell or write the command as a list (exec form)"
+        ));
+    }
+    let path = Path::new(program);
+    if program.contains('/') {
+        let file = if path.is_relative() {
+            dir.join(path)
+        } else {
+            path.to_path_buf()
+        };
+        if !file.exists() {
+            return Err(format!(
+                "`{program}` not found: {} does not exist",
+                file.display()
+            ));
+        }
+        return Ok(());
+    }
+    let search = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let found = std::env::split_paths(&search).any(|d| d.join(program).is_file());
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program}` not found on PATH ({}); is it installed in the image?",
+            search.to_string_lossy()
+        ))
+    }
 }
 
 /// Bytes the output pipe holds (Linux's default is 64 KiB): a command
@@ -347,10 +416,6 @@ fn program_path(program: &str, dir: &Path) -> OsString {
     }
 }
 
-fn program_name(inv: &Invocation) -> &str {
-    inv.argv.first().map(String::as_str).unwrap_or_default()
-}
-
 fn spawn_error(program: &str, err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::NotFound => {
@@ -377,6 +442,32 @@ pub fn kill_group(pgid: Option<i32>) {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_command_that_cannot_start_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vec![(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let missing_dir = dir.path().join("sub");
+        let err = check_start("ls", &missing_dir, &env).unwrap_err();
+        assert!(
+            err.contains("working folder") && err.contains("sub"),
+            "{err}"
+        );
+        let err = check_start("no-such-tool-xyz", dir.path(), &env).unwrap_err();
+        assert!(
+            err.starts_with("`no-such-tool-xyz` not found on PATH (/usr/bin:/bin)"),
+            "{err}"
+        );
+        let err = check_start("./gradlew", dir.path(), &env).unwrap_err();
+        assert!(
+            err.contains("gradlew") && err.contains("does not exist"),
+            "{err}"
+        );
+        assert_eq!(check_start("ls", dir.path(), &env), Ok(()));
+        // The shell's own message, where the image has none, is checked
+        // against the real path: here /bin/sh exists, so it starts.
+        assert_eq!(check_start(super::super::SHELL, dir.path(), &env), Ok(()));
+    }
 
     #[test]
     fn the_output_pipe_is_widened() {
