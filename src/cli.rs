@@ -330,6 +330,7 @@ fn init_logging(verbose: u8) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(crate::render::stderr_colour())
                 .without_time(),
         )
         .try_init();

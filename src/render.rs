@@ -56,9 +56,31 @@ impl Renderer {
     }
 }
 
+/// Whether log lines on stderr get colour: only on a terminal, and never
+/// when `NO_COLOR` is set to anything (https://no-color.org).
+pub fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".as_ref())));
+        assert!(!colour(true, Some("1".as_ref())));
+        assert!(!colour(false, None));
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("posting the status failed")]

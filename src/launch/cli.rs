@@ -436,6 +436,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(crate::render::stderr_colour())
         .without_time()
         .try_init();
 }

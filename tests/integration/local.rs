@@ -772,6 +772,30 @@ fn list_prints_stages_commands_and_environment_without_running() {
 }
 
 #[test]
+fn warnings_are_plain_text_off_a_terminal() {
+    let p = Project::new();
+    p.repo.commit_files(
+        &[(
+            ".forge.yml",
+            "secrets: [NOT_SET_ANYWHERE]\nexecute:\n  - \"true\"\n",
+        )],
+        "spec",
+    );
+    let out = p
+        .forgexec(&["run", "--list"])
+        .env_remove("NOT_SET_ANYWHERE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN") && err.contains("NOT_SET_ANYWHERE"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "colour codes on a pipe: {err:?}");
+}
+
+#[test]
 fn stages_statuses_and_artifacts_locally() {
     const TOKEN: &str = "ghp_LocalToken0123456789";
     let p = Project::new();
