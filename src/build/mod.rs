@@ -480,19 +480,15 @@ impl Build {
         let masker = Masker::new(self.secret_values(&spec).iter().map(String::as_str));
         let sink = OutputSink::new(Box::new(std::io::sink()), None, masker.clone());
         let runner = self.runner(&spec, sink);
-        // What forgexec sets; commands also inherit the environment forgexec
-        // runs in, without the credential variables.
-        let mut set: Vec<(String, String)> = spec
-            .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        set.extend(ctx.build_facts());
-        set.sort();
-        set.dedup_by(|later, earlier| later.0 == earlier.0);
-        let environment = set
-            .iter()
-            .map(|(name, value)| (name.clone(), value_for_list(&spec, name, value)))
+        // The whole environment commands get, the inherited part included.
+        let environment = runner
+            .stage_env()
+            .into_iter()
+            .map(|(name, value)| {
+                let name = name.to_string_lossy().into_owned();
+                let value = value_for_list(&spec, &name, &value.to_string_lossy());
+                (name, value)
+            })
             .collect();
         let stages = self
             .stages(&spec, &commands)

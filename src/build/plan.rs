@@ -69,7 +69,7 @@ impl BuildPlan {
             text.push_str(&format!("build timeout: {}\n", format_duration(timeout)));
         }
         text.push_str(&format!(
-            "environment (on top of the inherited one, without {}):\n",
+            "environment (inherited, then .forge.yml's, then the build facts; never {}):\n",
             self.removed.join(" and ")
         ));
         for (name, value) in &self.environment {
@@ -199,7 +199,7 @@ mod tests {
             plan().to_string(),
             "octo/hello at 0123456 (action lint), workspace /w\n\
              build timeout: 20m0s\n\
-             environment (on top of the inherited one, without FORGE_TOKEN and FORGE_TOKEN_FILE):\n\
+             environment (inherited, then .forge.yml's, then the build facts; never FORGE_TOKEN and FORGE_TOKEN_FILE):\n\
              \x20 API_KEY=***\n\
              \x20 CI=true\n\
              \x20 GREETING='hello world'\n\

@@ -196,6 +196,16 @@ impl Runner {
         &self.cancel
     }
 
+    /// The environment every command gets (before its own `env:`), sorted:
+    /// the inherited one without the credential, `environment:`, the facts.
+    pub fn stage_env(&self) -> Vec<(OsString, OsString)> {
+        let mut env = self.env.clone();
+        for (k, v) in &self.facts {
+            env.insert(k.into(), v.into());
+        }
+        env.into_iter().collect()
+    }
+
     /// The environment a command runs with.
     pub fn command_env(&self, command: &Command) -> Vec<(OsString, OsString)> {
         let mut env = self.env.clone();

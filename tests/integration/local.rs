@@ -725,17 +725,28 @@ fn list_prints_stages_commands_and_environment_without_running() {
         )],
         "spec",
     );
+    // A controlled environment: what is inherited is listed too, the
+    // credential never, and the values of `secrets:` masked.
+    let path = std::env::var("PATH").unwrap();
     let out = p
         .forgexec(&["run", "--list"])
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", p.dir())
+        .env("TMPDIR", &p.tmp)
         .env("FORGE_BUILD_ID", "b7")
+        .env("FORGE_TOKEN", "ghp_NeverListed0123456789")
+        .env("INHERITED", "from the shell")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!listed.contains("ghp_NeverListed"), "{listed}");
     let dir = p.dir().canonicalize().unwrap();
+    let quoted = |v: &str| forgexec::build::plan::shell_quote(v);
     let expected = format!(
         "octo/hello at {sha} (action execute), workspace {dir}\n\
-         environment (on top of the inherited one, without FORGE_TOKEN and FORGE_TOKEN_FILE):\n\
+         environment (inherited, then .forge.yml's, then the build facts; never FORGE_TOKEN and FORGE_TOKEN_FILE):\n\
          \x20 API_KEY=***\n\
          \x20 CI=true\n\
          \x20 FORGE_ACTION=execute\n\
@@ -745,6 +756,10 @@ fn list_prints_stages_commands_and_environment_without_running() {
          \x20 FORGE_SHA={sha}\n\
          \x20 FORGE_WORKSPACE={dir}\n\
          \x20 GREETING='hello world'\n\
+         \x20 HOME={home}\n\
+         \x20 INHERITED='from the shell'\n\
+         \x20 PATH={path}\n\
+         \x20 TMPDIR={tmp}\n\
          stage setup: 1 command\n\
          \x20 1. touch setup-ran\n\
          \x20    argv: /bin/sh -ec 'touch setup-ran'\n\
@@ -752,7 +767,10 @@ fn list_prints_stages_commands_and_environment_without_running() {
          \x20 1. touch test-ran\n\
          \x20    argv: /bin/sh -ec 'touch test-ran'\n\
          stage artifacts: out/** (excluding forge-artifacts/**) when Always, to file://{dir}/forge-artifacts\n",
-        dir = dir.display()
+        dir = dir.display(),
+        home = quoted(&p.dir().display().to_string()),
+        path = quoted(&path),
+        tmp = quoted(&p.tmp.display().to_string()),
     );
     assert_eq!(listed, expected);
     assert!(!p.dir().join("setup-ran").exists() && !p.dir().join("test-ran").exists());
