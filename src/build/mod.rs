@@ -221,9 +221,15 @@ impl Build {
     /// status. Returns the exit code and the final description.
     pub fn run_outcome(self) -> BuildOutcome {
         let started = Instant::now();
-        let http = match HttpClient::new(self.ctx.ca_cert.as_deref()) {
-            Ok(http) => http,
-            Err(err) => return self.stopped_before_start(BuildError::Http(Box::new(err))),
+        // A FORGE_CA_CERT that cannot be used is the environment's mistake:
+        // the build does not run, and its error status goes out through a
+        // client with the public roots only (best effort).
+        let (http, bad_ca) = match HttpClient::new(self.ctx.ca_cert.as_deref()) {
+            Ok(http) => (http, None),
+            Err(err) => match HttpClient::new(None) {
+                Ok(http) => (http, Some(BuildError::CaCert(Box::new(err)))),
+                Err(_) => return self.stopped_before_start(BuildError::CaCert(Box::new(err))),
+            },
         };
         let forge = ForgeClient::new(&self.ctx.api_url, self.token.clone(), http.clone());
         let statuses = StatusReporter::start(
@@ -235,7 +241,14 @@ impl Build {
         .printing(self.options.progress.is_none());
         statuses.pending(format!("{}: starting", self.ctx.action));
 
-        let (verdict, log_url) = self.build(&forge, &http, &statuses, started);
+        let (verdict, log_url) = match bad_ca {
+            Some(err) => {
+                self.console
+                    .report("forgexec: invalid build environment", &err);
+                (Verdict::Stopped(err), None)
+            }
+            None => self.build(&forge, &http, &statuses, started),
+        };
         let description = verdict.description();
         let target_url = self.ctx.target_url.clone().or(log_url);
         let exit_code = match statuses.finish(verdict.state(), description.clone(), target_url) {

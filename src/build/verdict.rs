@@ -40,8 +40,8 @@ pub enum BuildError {
     Artifacts(#[source] Box<ArtifactError>),
     #[error("the build log could not be uploaded")]
     LogUpload(#[source] Box<ArtifactError>),
-    #[error("{0}")]
-    Http(#[source] Box<HttpError>),
+    #[error("FORGE_CA_CERT: {0}")]
+    CaCert(#[source] Box<HttpError>),
 }
 
 impl BuildError {
@@ -50,7 +50,10 @@ impl BuildError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            BuildError::Spec(_) | BuildError::UnknownAction { .. } | BuildError::ArtifactsUrl(_)
+            BuildError::Spec(_)
+                | BuildError::UnknownAction { .. }
+                | BuildError::ArtifactsUrl(_)
+                | BuildError::CaCert(_)
         )
     }
 }

@@ -310,6 +310,41 @@ fn an_invalid_spec_posts_an_error_status_and_exits_2() {
 }
 
 #[test]
+fn a_bad_ca_certificate_is_an_invalid_environment_with_an_error_status() {
+    // Not PEM: the build does not run, exit 2, and the error status still
+    // goes out (through the public roots; the test forge is plain HTTP).
+    let mut build = HostBuild::new("execute:\n  - touch ran\n");
+    let not_pem = build.dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    build.set("FORGE_CA_CERT", &not_pem.display().to_string());
+    let out = build.run();
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(!build.workspace().join("ran").exists());
+    let (state, description) = final_status(&build.statuses());
+    assert_eq!(state, "error");
+    assert!(description.starts_with("FORGE_CA_CERT: "), "{description}");
+
+    // Missing: named by validation, exit 2, error status.
+    let mut build = HostBuild::new("execute:\n  - touch ran\n");
+    build.set("FORGE_CA_CERT", "/nonexistent/ca.pem");
+    let out = build.run();
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("FORGE_CA_CERT: /nonexistent/ca.pem does not exist"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        final_status(&build.statuses()),
+        (
+            "error".into(),
+            "invalid build environment: FORGE_CA_CERT /nonexistent/ca.pem does not exist".into()
+        )
+    );
+}
+
+#[test]
 fn a_missing_variable_is_named_and_nothing_runs() {
     let mut build = HostBuild::new("execute:\n  - touch ran\n");
     build.env.retain(|(k, _)| k != "FORGE_SHA");
