@@ -186,12 +186,36 @@ pub fn default_status_url(api_url: &str, owner: &str, repo: &str, sha: &str) -> 
     )
 }
 
-/// Seconds (`10`) or a humantime duration (`10s`, `1m30s`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+/// Why a duration's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration")]
+    NotADuration(String),
+    #[error("`{text}` is not a duration: unknown unit `{unit}`")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
+/// Seconds (`10`) or a humantime duration (`10s`, `1m30s`), surrounding
+/// blanks ignored. The one parser of durations, for variables and
+/// `.forge.yml` alike.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return trimmed
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| DurationError::TooLarge(text.to_string()));
     }
-    humantime::parse_duration(text).ok()
+    humantime::parse_duration(trimmed).map_err(|err| match err {
+        humantime::DurationError::UnknownUnit { unit, .. } => DurationError::UnknownUnit {
+            text: text.to_string(),
+            unit,
+        },
+        humantime::DurationError::NumberOverflow => DurationError::TooLarge(text.to_string()),
+        _ => DurationError::NotADuration(text.to_string()),
+    })
 }
 
 /// Checks the raw facts and makes the build context, or reports every
@@ -289,10 +313,10 @@ pub fn validate(
     };
     let grace = match raw.grace.as_deref() {
         None => DEFAULT_GRACE,
-        Some(text) => parse_duration(text).unwrap_or_else(|| {
+        Some(text) => parse_duration(text).unwrap_or_else(|err| {
             check.problem(
                 var::GRACE,
-                format!("`{text}` is not a duration"),
+                err.to_string(),
                 "give seconds or a duration such as `10s`, `1m`",
             );
             DEFAULT_GRACE

@@ -86,7 +86,7 @@ impl Command {
 /// How a command is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Run {
-    /// Shell form: `/bin/sh -c TEXT` where the image has a shell.
+    /// Shell form: `/bin/sh -ec TEXT` where the image has a shell.
     Shell(String),
     /// Exec form: program and arguments, never needs a shell.
     Exec(Vec<String>),
