@@ -26,6 +26,7 @@ use crate::run::cancel::Cancellation;
 use crate::run::output::{ConsoleMode, Masker, OutputSink};
 use crate::run::{format_duration, Runner, RunnerConfig, Stage, StageResult};
 use crate::secret::Secret;
+use crate::services::{self, ServiceWaitError};
 use crate::spec::{self, Command, Spec};
 use crate::status::StatusReporter;
 use plan::{ArtifactsPlan, BuildPlan, CommandPlan, StagePlan};
@@ -322,10 +323,12 @@ impl Build {
             self.ctx.build_id
         ));
 
-        let results = self.run_stages(&spec, &commands, &sink, statuses);
+        let verdict = match self.wait_for_services(&spec, &sink, statuses) {
+            Some(stopped) => stopped,
+            None => self.verdict(&self.run_stages(&spec, &commands, &sink, statuses)),
+        };
         let publisher = Publisher::new(store, &self.ctx, scratch.path());
-        let verdict =
-            self.collect_artifacts(self.verdict(&results), &spec, &publisher, &sink, statuses);
+        let verdict = self.collect_artifacts(verdict, &spec, &publisher, &sink, statuses);
         sink.line(&format!(
             "==> {}: {} (build took {})",
             verdict.state().as_str(),
@@ -344,6 +347,51 @@ impl Build {
                     verdict.unless_passed_then(BuildError::LogUpload(Box::new(err))),
                     None,
                 )
+            }
+        }
+    }
+
+    /// Before the first command: waits for the sidecar services' ports.
+    /// Returns the verdict when they did not come up.
+    fn wait_for_services(
+        &self,
+        spec: &Spec,
+        sink: &OutputSink,
+        statuses: &StatusReporter,
+    ) -> Option<Verdict> {
+        let commands_run = self.options.stages.setup || self.options.stages.test;
+        if !commands_run || !services::any_ports(&spec.services) {
+            return None;
+        }
+        let awaited = services::describe(&spec.services);
+        if self.options.progress.is_some() {
+            // Off CI nothing starts them: say what is expected where.
+            sink.console_line(&format!(
+                "forgexec: .forge.yml declares services ({}); nothing starts them here: waiting for them on 127.0.0.1",
+                spec.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        statuses.pending(format!("waiting for services: {awaited}"));
+        sink.line(&format!("==> waiting for services: {awaited}"));
+        match services::wait_until_ready(
+            &spec.services,
+            &self.cancel,
+            services::accepts_connections,
+        ) {
+            Ok(waited) => {
+                sink.line(&format!(
+                    "==> services ready after {}",
+                    format_duration(waited)
+                ));
+                None
+            }
+            Err(ServiceWaitError::Cancelled(signal)) => Some(Verdict::Cancelled {
+                signal,
+                during: Some("the wait for services".to_string()),
+            }),
+            Err(err) => {
+                sink.line(&format!("==> {err}"));
+                Some(Verdict::Stopped(BuildError::ServiceNotReady(err)))
             }
         }
     }
@@ -537,6 +585,7 @@ impl Build {
             build_timeout: spec.timeout,
             environment,
             removed: facts::CREDENTIAL_VARS.to_vec(),
+            services: spec.services.iter().map(services::summary).collect(),
             stages,
             artifacts: self
                 .options

@@ -257,6 +257,10 @@ impl Spec {
         if !env.is_empty() {
             parts.push(format!("environment: {}", env.join(", ")));
         }
+        if !self.services.is_empty() {
+            let services: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+            parts.push(format!("services: {}", services.join(", ")));
+        }
         if !self.ports.is_empty() {
             let ports: Vec<String> = self
                 .ports

@@ -11,9 +11,11 @@ use serde_yaml::{Mapping, Value};
 
 use crate::facts::{parse_duration as parse_duration_text, ActionName};
 
-use super::model::{Artifacts, Command, PortMapping, Run, Spec, When};
+use super::model::{
+    Artifacts, Command, PortMapping, Run, Service, Spec, When, DEFAULT_SERVICE_WAIT,
+};
 use super::shell_words::is_env_name;
-use super::source_map::{Position, SourceMap, Target, YamlPath};
+use super::source_map::{Position, Segment, SourceMap, Target, YamlPath};
 use super::yaml::{self, Document};
 use super::{Diagnostic, SpecError};
 
@@ -28,6 +30,17 @@ pub const TOP_KEYS: &[&str] = &[
     "actions",
     "artifacts",
     "timeout",
+    "services",
+];
+
+/// Keys of a service under `services:`.
+pub const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "ports",
+    "wait",
 ];
 
 /// Keys of a command in mapping form.
@@ -239,10 +252,12 @@ impl Validator<'_> {
                 "actions" => spec.actions = self.actions(&here, value),
                 "artifacts" => spec.artifacts = self.artifacts(&here, value),
                 "timeout" => spec.timeout = self.duration(&here, value),
+                "services" => spec.services = self.services(&here, value),
                 other if other.starts_with("x-") => {}
                 other => self.unknown_key(&path, other, TOP_KEYS, "the file"),
             }
         }
+        self.ports_shared_with_services(&path, &spec);
         let has = |key: &str| mapping.contains_key(key);
         // A misspelt `execute:` is reported as such; saying there is
         // nothing to run would only repeat it.
@@ -263,6 +278,153 @@ impl Validator<'_> {
             );
         }
         spec
+    }
+
+    fn services(&mut self, path: &YamlPath, value: &Value) -> Vec<Service> {
+        let mut services = Vec::new();
+        let Value::Mapping(mapping) = value else {
+            self.wrong_kind(
+                path,
+                "`services`",
+                "a mapping of service names to services",
+                value,
+                "write e.g. `services: {db: {image: \"postgres:16\", ports: [5432]}}`",
+            );
+            return services;
+        };
+        // Port -> the service that waits on it, for the clash check.
+        let mut taken: BTreeMap<u16, String> = BTreeMap::new();
+        for (name, value) in self.entries(path, mapping) {
+            let here = path.key(&name);
+            if !Service::is_valid_name(&name) {
+                self.error(
+                    &here,
+                    Target::Key,
+                    format!("`{name}` is not a valid service name"),
+                    Some("use lower-case letters, digits and `-`, starting with a letter or digit (at most 63), e.g. `db`".to_string()),
+                );
+            }
+            // Services with problems are kept too: their ports are still
+            // checked, and any problem makes the whole file refused.
+            if let Some(service) = self.service(&here, &name, value) {
+                for (index, port) in service.ports.iter().enumerate() {
+                    if let Some(other) = taken.get(port) {
+                        self.error(
+                            &here.key("ports").index(index),
+                            Target::Value,
+                            format!("port {port} is already the port of service `{other}`"),
+                            Some(
+                                "services share the build's network: give each its own port"
+                                    .to_string(),
+                            ),
+                        );
+                    } else {
+                        taken.insert(*port, name.clone());
+                    }
+                }
+                services.push(service);
+            }
+        }
+        services
+    }
+
+    fn service(&mut self, path: &YamlPath, name: &str, value: &Value) -> Option<Service> {
+        let Value::Mapping(mapping) = value else {
+            self.wrong_kind(
+                path,
+                &format!("service `{name}`"),
+                "a mapping with at least `image:`",
+                value,
+                "write e.g. `db: {image: \"postgres:16\", ports: [5432]}`",
+            );
+            return None;
+        };
+        let mut service = Service {
+            name: name.to_string(),
+            image: String::new(),
+            command: None,
+            entrypoint: None,
+            environment: BTreeMap::new(),
+            ports: Vec::new(),
+            wait: DEFAULT_SERVICE_WAIT,
+            line: self.map.position(path, Target::Key).map_or(1, |at| at.line),
+        };
+        let mut image = None;
+        for (key, value) in self.entries(path, mapping) {
+            let here = path.key(&key);
+            match key.as_str() {
+                "image" => image = self.image(&here, value),
+                "command" => service.command = self.run(&here, value),
+                "entrypoint" => service.entrypoint = self.run(&here, value),
+                "environment" => service.environment = self.env(&here, value),
+                "ports" => service.ports = self.service_ports(&here, value),
+                "wait" => {
+                    service.wait = self.duration(&here, value).unwrap_or(DEFAULT_SERVICE_WAIT)
+                }
+                other => self.unknown_key(path, other, SERVICE_KEYS, "a service"),
+            }
+        }
+        match image {
+            Some(image) => service.image = image,
+            None if !mapping.contains_key("image") => self.error(
+                path,
+                Target::Key,
+                format!("service `{name}` has no `image`"),
+                Some(format!("add e.g. `image: postgres:16` under `{name}:`")),
+            ),
+            None => {}
+        }
+        Some(service)
+    }
+
+    fn service_ports(&mut self, path: &YamlPath, value: &Value) -> Vec<u16> {
+        let Value::Sequence(items) = value else {
+            self.wrong_kind(
+                path,
+                "a service's `ports`",
+                "a list of container ports",
+                value,
+                "write e.g. `ports: [5432]`",
+            );
+            return Vec::new();
+        };
+        let mut ports: Vec<u16> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let here = path.index(index);
+            if let Some(port) = self.port(&here, Target::Value, item) {
+                if ports.contains(&port) {
+                    self.error(
+                        &here,
+                        Target::Value,
+                        format!("port {port} is listed twice"),
+                        Some("list each port once".to_string()),
+                    );
+                } else {
+                    ports.push(port);
+                }
+            }
+        }
+        ports
+    }
+
+    /// A service port that the build also publishes would be bound twice
+    /// in the one network namespace they share.
+    fn ports_shared_with_services(&mut self, root: &YamlPath, spec: &Spec) {
+        for service in &spec.services {
+            for (index, port) in service.ports.iter().enumerate() {
+                if spec.ports.iter().any(|p| p.target == *port) {
+                    self.error(
+                        &root.key("services").key(&service.name).key("ports").index(index),
+                        Target::Value,
+                        format!(
+                            "port {port} of service `{}` is also a port the build publishes (`ports:`)",
+                            service.name
+                        ),
+                        Some("the build and its services share one network: use another port for one of them".to_string()),
+                    );
+                }
+            }
+        }
     }
 
     fn image(&mut self, path: &YamlPath, value: &Value) -> Option<String> {
@@ -746,10 +908,10 @@ impl Validator<'_> {
                 } else {
                     "write a duration like `90s`, `30m` or `1h30m` (a bare number means seconds)"
                 };
-                let key = path
-                    .0
-                    .last()
-                    .map_or(String::new(), |_| "timeout".to_string());
+                let key = match path.0.last() {
+                    Some(Segment::Key(key)) => key.clone(),
+                    _ => "timeout".to_string(),
+                };
                 self.error(
                     path,
                     Target::Value,

@@ -345,6 +345,44 @@ fn a_bad_ca_certificate_is_an_invalid_environment_with_an_error_status() {
 }
 
 #[test]
+fn the_build_waits_for_its_services_ports_before_setup() {
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listening.local_addr().unwrap().port();
+    let build = HostBuild::new(&format!(
+        "services:\n  db:\n    image: postgres:16\n    ports: [{port}]\nsetup: [touch set-up]\nexecute:\n  - touch ran\n"
+    ));
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(build.workspace().join("ran").exists());
+    let statuses = build.statuses();
+    assert!(
+        statuses.contains(&("pending".into(), format!("waiting for services: db:{port}"))),
+        "{statuses:?}"
+    );
+    assert_eq!(final_status(&statuses).0, "success");
+}
+
+#[test]
+fn a_service_that_never_listens_is_an_error_naming_it_and_nothing_runs() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let build = HostBuild::new(&format!(
+        "services:\n  db:\n    image: postgres:16\n    ports: [{port}]\n    wait: 1s\nexecute:\n  - touch ran\n"
+    ));
+    let out = build.run();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(!build.workspace().join("ran").exists());
+    assert_eq!(
+        final_status(&build.statuses()),
+        (
+            "error".into(),
+            format!("service `db` not ready on :{port} after 1s")
+        )
+    );
+}
+
+#[test]
 fn a_missing_variable_is_named_and_nothing_runs() {
     let mut build = HostBuild::new("execute:\n  - touch ran\n");
     build.env.retain(|(k, _)| k != "FORGE_SHA");
