@@ -24,11 +24,15 @@ pub use policy::{parse_retry_after, Decision, Failure, RetryPolicy};
 use crate::run::output::Masker;
 
 /// Most bytes of an error response read to find the server's message.
-const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// Most characters of a non-JSON error body quoted in an error.
 const SNIPPET_CHARS: usize = 200;
 
-/// Errors of HTTP requests and of setting up the client.
+/// A transport's error, whichever client carried the request.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of HTTP requests and of setting up the client, whichever
+/// transport carried them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The server answered with an error status.
@@ -47,13 +51,14 @@ pub enum HttpError {
         rate_limited: bool,
     },
     /// The request did not get an answer: connection refused or reset,
-    /// timeout, name resolution failure. Retried.
+    /// timeout, name resolution failure. Retried. The source is the
+    /// transport's own error (ureq's, or reqwest's in the launcher).
     #[error("{method} {url}: network error: {source}")]
     Network {
         method: String,
         url: String,
         #[source]
-        source: ureq::Error,
+        source: BoxError,
     },
     /// The request cannot succeed by retrying: TLS verification failed, the
     /// URL is malformed, too many redirects.
@@ -62,7 +67,7 @@ pub enum HttpError {
         method: String,
         url: String,
         #[source]
-        source: ureq::Error,
+        source: BoxError,
     },
     /// A local file for the request (body source or download target) failed.
     #[error("{what} {}: {source}", path.display())]
@@ -118,13 +123,13 @@ impl HttpError {
             HttpError::Network {
                 method,
                 url,
-                source,
+                source: Box::new(source),
             }
         } else {
             HttpError::Request {
                 method,
                 url,
-                source,
+                source: Box::new(source),
             }
         }
     }
@@ -391,40 +396,15 @@ impl HttpClient {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            let failure = Failure {
-                retryable: error.is_retryable(),
-                rate_limited: error.rate_limit().is_some(),
-                retry_after: error.retry_after(),
-            };
-            let wait = match self
-                .policy
-                .decide(tries, failure, started.elapsed(), &mut rng)
-            {
-                Decision::Retry(wait) => wait,
-                Decision::Final => return Err(error),
-                Decision::Exhausted => {
-                    return Err(HttpError::GaveUp {
-                        attempts: tries,
-                        last: Box::new(error),
-                    })
-                }
-                Decision::OutOfTime { wanted } => {
-                    return Err(HttpError::OutOfTime {
-                        attempts: tries,
-                        wanted,
-                        budget: self.policy.budget.unwrap_or_default(),
-                        last: Box::new(error),
-                    })
-                }
-            };
-            tracing::warn!(
-                "{}",
-                self.masker.mask_str(&format!(
-                    "{method} {}: attempt {tries} of {} failed ({error}); retrying in {:.1} s",
-                    redact_url(url),
-                    self.policy.max_attempts,
-                    wait.as_secs_f64()
-                ))
+            let described = error.to_string();
+            let wait = next_wait(&self.policy, tries, error, started, &mut rng)?;
+            log_retry(
+                &self.masker,
+                (method, url),
+                tries,
+                &self.policy,
+                &described,
+                wait,
             );
             std::thread::sleep(wait);
         }
@@ -445,6 +425,58 @@ impl HttpClient {
             check_status(method, url, response)
         })
     }
+}
+
+/// After failed attempt number `tries` of a request begun at `started`:
+/// the wait before the next one, or the error to return (the attempt's own
+/// when it is final, wrapped when attempts or time ran out). Both clients'
+/// retry loops decide here.
+pub fn next_wait(
+    policy: &RetryPolicy,
+    tries: u32,
+    error: HttpError,
+    started: Instant,
+    rng: &mut fastrand::Rng,
+) -> Result<Duration, HttpError> {
+    let failure = Failure {
+        retryable: error.is_retryable(),
+        rate_limited: error.rate_limit().is_some(),
+        retry_after: error.retry_after(),
+    };
+    match policy.decide(tries, failure, started.elapsed(), rng) {
+        Decision::Retry(wait) => Ok(wait),
+        Decision::Final => Err(error),
+        Decision::Exhausted => Err(HttpError::GaveUp {
+            attempts: tries,
+            last: Box::new(error),
+        }),
+        Decision::OutOfTime { wanted } => Err(HttpError::OutOfTime {
+            attempts: tries,
+            wanted,
+            budget: policy.budget.unwrap_or_default(),
+            last: Box::new(error),
+        }),
+    }
+}
+
+/// The log line of a retry, masked.
+pub fn log_retry(
+    masker: &Masker,
+    (method, url): (&str, &str),
+    tries: u32,
+    policy: &RetryPolicy,
+    error: &str,
+    wait: Duration,
+) {
+    tracing::warn!(
+        "{}",
+        masker.mask_str(&format!(
+            "{method} {}: attempt {tries} of {} failed ({error}); retrying in {:.1} s",
+            redact_url(url),
+            policy.max_attempts,
+            wait.as_secs_f64()
+        ))
+    );
 }
 
 /// A request bounded to the time left in its budget, when there is one.

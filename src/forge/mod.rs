@@ -44,6 +44,31 @@ pub enum ForgeError {
         value: String,
         reason: &'static str,
     },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[source] crate::http::BoxError),
+    /// A contents-API answer that does not hold the file.
+    #[error("GET {url}: {problem}")]
+    Contents {
+        /// Redacted.
+        url: String,
+        problem: ContentsProblem,
+    },
+}
+
+/// What is wrong with a contents-API answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentsProblem {
+    #[error("the answer is not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the answer has no `content`")]
+    NoContent,
+    #[error("the content is not valid base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("unsupported content encoding {0:?}")]
+    Encoding(String),
+    #[error("the file is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl ForgeError {
