@@ -25,6 +25,7 @@
 pub mod artifacts;
 pub mod build;
 pub mod cli;
+pub mod clock;
 pub mod exit;
 pub mod facts;
 pub mod forge;

@@ -192,7 +192,8 @@ impl Build {
         cancel: Cancellation,
         image_env: Vec<(OsString, OsString)>,
     ) -> Self {
-        let console = Renderer::new(Masker::new(token.iter().map(Secret::expose)));
+        let known = known_secrets(&ctx, token.as_ref());
+        let console = Renderer::new(Masker::new(known.iter().map(String::as_str)));
         Build {
             ctx,
             token,
@@ -232,6 +233,7 @@ impl Build {
                 Err(_) => return self.stopped_before_start(BuildError::CaCert(Box::new(err))),
             },
         };
+        let http = http.masking(self.console.masker().clone());
         let forge = ForgeClient::new(&self.ctx.api_url, self.token.clone(), http.clone());
         let statuses = StatusReporter::start(
             self.ctx.status_url.clone().map(|url| (forge.clone(), url)),
@@ -609,7 +611,8 @@ impl Build {
             destination: self
                 .ctx
                 .artifacts_url
-                .clone()
+                .as_deref()
+                .map(crate::http::redact_url)
                 .unwrap_or_else(|| "nowhere (FORGE_ARTIFACTS_URL unset)".into()),
         }
     }
@@ -644,9 +647,10 @@ impl Build {
             })
     }
 
-    /// The token and the values of the variables the spec marks secret.
+    /// The token, the credentials in the build's URLs and the values of
+    /// the variables the spec marks secret.
     fn secret_values(&self, spec: &Spec) -> Vec<String> {
-        let mut values: Vec<String> = self.token.iter().map(|t| t.expose().to_string()).collect();
+        let mut values = known_secrets(&self.ctx, self.token.as_ref());
         for name in &spec.secrets {
             let from_image = self
                 .image_env
@@ -697,6 +701,22 @@ impl Build {
             }
         }
     }
+}
+
+/// The secrets a build knows before its spec: the token and the
+/// credentials in the URLs it was given (`http://user:PASSWORD@host`).
+fn known_secrets(ctx: &BuildContext, token: Option<&Secret>) -> Vec<String> {
+    let mut secrets: Vec<String> = token.iter().map(|t| t.expose().to_string()).collect();
+    let urls = [
+        &ctx.artifacts_url,
+        &ctx.status_url,
+        &ctx.target_url,
+        &Some(ctx.api_url.clone()),
+    ];
+    for url in urls.into_iter().flatten() {
+        secrets.extend(crate::http::url_secrets(url));
+    }
+    secrets
 }
 
 /// A value as `--list` shows it: the values of `secrets:` are masked even

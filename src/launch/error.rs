@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::exit;
 use crate::facts::FactsError;
+use crate::forge::ForgeError;
 use crate::local::git::GitError;
 use crate::spec::SpecError;
 
@@ -68,7 +69,7 @@ pub enum LaunchError {
     #[error("{label}: the .forge.yml has no `image:`; add the image to build in, e.g. `image: rust:1.85`")]
     NoImage { label: String },
     #[error("forge API: {0}")]
-    Forge(String),
+    Forge(#[source] Box<ForgeError>),
     /// A Docker API call failed; `message` is the daemon's own message.
     #[error("docker: {action}: {message}")]
     Docker { action: String, message: String },
@@ -95,6 +96,12 @@ pub enum LaunchError {
     Interrupted,
     #[error(transparent)]
     Binary(#[from] super::binary::BinaryError),
+}
+
+impl From<ForgeError> for LaunchError {
+    fn from(err: ForgeError) -> Self {
+        LaunchError::Forge(Box::new(err))
+    }
 }
 
 impl LaunchError {

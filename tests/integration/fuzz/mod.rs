@@ -8,7 +8,10 @@
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
+mod masker;
 mod pre_push;
+mod redact_url;
+mod retry_after;
 mod spec;
 
 /// Cases per target in CI: a short, fixed budget.
