@@ -16,6 +16,7 @@ use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
 use super::service::{self, Limits, ServiceRequest, Wait};
+use super::sidecar;
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
 use crate::secret::Secret;
@@ -186,6 +187,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
         ports: spec.ports.clone(),
         limits: opts.limits,
         platforms,
+        hosts: sidecar::swarm_hosts(spec),
     };
 
     // A newer push makes the running builds of this pull request stale.
@@ -197,7 +199,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
     let id = service::create(&docker, service::service_spec(&request)).await?;
     tracing::info!("created service {name} ({id})");
-    match run_service(opts, &docker, &local_node, &id, &name).await {
+    match run_service(opts, spec, &docker, &local_node, &id, &name).await {
         Ok(outcome) => Ok(outcome),
         // A racing or newer launch removed our service midway: its objects
         // vanish under us (404s), which is not a failure of this build.
@@ -217,6 +219,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 /// After creation: settle races, place, inject, start, and maybe follow.
 async fn run_service(
     opts: &SwarmOptions,
+    spec: &Spec,
     docker: &Docker,
     local_node: &str,
     id: &str,
@@ -291,6 +294,12 @@ async fn run_service(
         .map_err(|e| LaunchError::io("building the executor archive", e))?;
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
     tracing::info!("started {name} on node {}", placed.node_id);
+    // forgexec waits for their ports and reports one that never opens.
+    let labels = plan::labels(build);
+    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
+    {
+        tracing::error!("{err}");
+    }
 
     if !opts.wait {
         return Ok(Outcome::Started {
@@ -306,6 +315,7 @@ async fn run_service(
             });
         }
     };
+    sidecar::remove(&node_docker, name).await;
     let code = match code {
         Ok(code) => code,
         Err(err) => {
@@ -463,6 +473,10 @@ pub async fn gc(
         Some((owner, name)) => plan::repo_filter(owner, name),
         None => plan::all_builds_filter(),
     };
+    let reaped = sidecar::reap(&docker).await;
+    if reaped > 0 {
+        tracing::info!("removed {reaped} sidecar container(s) of finished builds");
+    }
     for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())

@@ -348,8 +348,18 @@ fn a_bad_ca_certificate_is_an_invalid_environment_with_an_error_status() {
 
 #[test]
 fn the_build_waits_for_its_services_ports_before_setup() {
-    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listening.local_addr().unwrap().port();
+    // The port opens 2 s into the wait (past the statuses' spacing, so the
+    // waiting status is posted).
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let listening = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(listening);
+    });
     let build = HostBuild::new(&format!(
         "services:\n  db:\n    image: postgres:16\n    ports: [{port}]\nsetup: [touch set-up]\nexecute:\n  - touch ran\n"
     ));
@@ -362,6 +372,7 @@ fn the_build_waits_for_its_services_ports_before_setup() {
         "{statuses:?}"
     );
     assert_eq!(final_status(&statuses).0, "success");
+    listener.join().unwrap();
 }
 
 #[test]
