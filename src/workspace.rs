@@ -7,6 +7,7 @@
 //! written through a symlink. Unix permission bits are kept, so scripts stay
 //! executable.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::PermissionsExt;
@@ -39,7 +40,7 @@ pub enum WorkspaceError {
     )]
     NotUnderTop { entry: String, top: String },
     #[error(
-        "refusing archive entry {entry:?}: symlink target {target:?} points outside the workspace"
+        "refusing archive entry {entry:?}: symlink target {target:?} leads outside the workspace"
     )]
     SymlinkEscape { entry: String, target: String },
     #[error("cannot write {}: {source}", path.display())]
@@ -48,6 +49,20 @@ pub enum WorkspaceError {
         #[source]
         source: io::Error,
     },
+}
+
+impl WorkspaceError {
+    /// The archive's content is refused (the pull request's doing), as
+    /// opposed to an archive that could not be read or written.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            WorkspaceError::Empty
+                | WorkspaceError::UnsafeEntry { .. }
+                | WorkspaceError::NotUnderTop { .. }
+                | WorkspaceError::SymlinkEscape { .. }
+        )
+    }
 }
 
 /// What [`unpack_zip`] wrote.
@@ -92,24 +107,103 @@ fn entry_components(name: &str) -> Result<Vec<&str>, &'static str> {
     Ok(components)
 }
 
-/// Resolve a symlink target lexically against the directory (components
-/// relative to the workspace root) holding the link; `None` when it leaves
-/// the root or is absolute.
-fn resolve_link_target(link_dir: &[&str], target: &str) -> Option<Vec<String>> {
-    if target.starts_with('/') || target.contains('\0') || target.is_empty() {
-        return None;
-    }
-    let mut resolved: Vec<String> = link_dir.iter().map(|c| c.to_string()).collect();
-    for component in target.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                resolved.pop()?;
-            }
-            other => resolved.push(other.to_string()),
+/// Most symlinks one resolution follows, as Linux's path lookup does
+/// (MAXSYMLINKS).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Why a symlink of the archive is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkProblem {
+    /// It leads, maybe through other links, outside the workspace.
+    Escapes,
+    /// Resolving it follows more than [`MAX_LINK_HOPS`] links (a loop).
+    TooManyHops,
+}
+
+/// The tree the archive will create, as far as links are concerned: each
+/// node is a path below the workspace root (node 0 is the root), and a node
+/// that is a symlink has its target. Links are judged on it by where they
+/// really lead once the tree exists, through every other link.
+struct LinkTree<'a> {
+    children: HashMap<(usize, &'a str), usize>,
+    targets: Vec<Option<&'a str>>,
+}
+
+impl<'a> LinkTree<'a> {
+    fn new() -> Self {
+        LinkTree {
+            children: HashMap::new(),
+            targets: vec![None],
         }
     }
-    Some(resolved)
+
+    /// Adds the path `rel` (and its parent directories); `target` when it
+    /// is a symlink.
+    fn add(&mut self, rel: &'a [String], target: Option<&'a str>) {
+        let mut node = 0;
+        for component in rel {
+            let next = self.targets.len();
+            node = *self
+                .children
+                .entry((node, component.as_str()))
+                .or_insert(next);
+            if node == next {
+                self.targets.push(None);
+            }
+        }
+        if target.is_some() {
+            self.targets[node] = target;
+        }
+    }
+
+    /// Resolves `target` as the link at `rel` would: from its directory,
+    /// replacing every component that is a link by where that link leads.
+    fn check_link(&self, rel: &[String], target: &str) -> Result<(), LinkProblem> {
+        let mut dir: Vec<Option<usize>> = Vec::with_capacity(rel.len());
+        let mut node = Some(0);
+        for component in &rel[..rel.len() - 1] {
+            node = node.and_then(|n| self.children.get(&(n, component.as_str())).copied());
+            dir.push(node);
+        }
+        let mut hops = 0;
+        self.resolve(&mut dir, target, &mut hops)
+    }
+
+    /// Walks `target` from the directory `dir` (the nodes of its path; `None`
+    /// for a path the archive does not create), leaving the result in `dir`.
+    fn resolve(
+        &self,
+        dir: &mut Vec<Option<usize>>,
+        target: &str,
+        hops: &mut usize,
+    ) -> Result<(), LinkProblem> {
+        if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+            return Err(LinkProblem::Escapes);
+        }
+        for component in target.split('/') {
+            match component {
+                "" | "." => {}
+                ".." => {
+                    dir.pop().ok_or(LinkProblem::Escapes)?;
+                }
+                name => {
+                    let parent = dir.last().copied().unwrap_or(Some(0));
+                    let node = parent.and_then(|p| self.children.get(&(p, name)).copied());
+                    match node.and_then(|n| self.targets[n]) {
+                        Some(next) => {
+                            *hops += 1;
+                            if *hops > MAX_LINK_HOPS {
+                                return Err(LinkProblem::TooManyHops);
+                            }
+                            self.resolve(dir, next, hops)?;
+                        }
+                        None => dir.push(node),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Refuse writing `dest/components...` when any existing prefix of it below
@@ -209,12 +303,6 @@ pub fn unpack_zip<R: Read + Seek>(reader: R, dest: &Path) -> Result<UnpackSummar
                     entry: name.clone(),
                     reason: "symlink target is not readable UTF-8",
                 })?;
-            if resolve_link_target(&rel[..rel.len() - 1], &target).is_none() {
-                return Err(WorkspaceError::SymlinkEscape {
-                    entry: name,
-                    target,
-                });
-            }
             Kind::Symlink(target)
         } else if file.is_dir() {
             Kind::Dir
@@ -235,6 +323,34 @@ pub fn unpack_zip<R: Read + Seek>(reader: R, dest: &Path) -> Result<UnpackSummar
         .filter(|p| matches!(p.kind, Kind::Symlink(_)))
         .map(|p| p.rel.as_slice())
         .collect();
+    let mut tree = LinkTree::new();
+    for entry in &planned {
+        let target = match &entry.kind {
+            Kind::Symlink(target) => Some(target.as_str()),
+            _ => None,
+        };
+        tree.add(&entry.rel, target);
+    }
+    for entry in &planned {
+        let Kind::Symlink(target) = &entry.kind else {
+            continue;
+        };
+        match tree.check_link(&entry.rel, target) {
+            Ok(()) => {}
+            Err(LinkProblem::Escapes) => {
+                return Err(WorkspaceError::SymlinkEscape {
+                    entry: entry.name.clone(),
+                    target: target.clone(),
+                })
+            }
+            Err(LinkProblem::TooManyHops) => {
+                return Err(WorkspaceError::UnsafeEntry {
+                    entry: entry.name.clone(),
+                    reason: "its symlink chain loops or follows more than 40 links",
+                })
+            }
+        }
+    }
     for entry in &planned {
         if (1..entry.rel.len()).any(|n| links.contains(&entry.rel[..n])) {
             return Err(WorkspaceError::UnsafeEntry {
@@ -469,13 +585,55 @@ mod tests {
     }
 
     #[test]
-    fn link_targets_resolve_lexically() {
-        assert_eq!(
-            resolve_link_target(&["a", "b"], "../c"),
-            Some(vec!["a".to_string(), "c".to_string()])
+    fn link_targets_resolve_through_other_links() {
+        let rel = |p: &str| p.split('/').map(String::from).collect::<Vec<_>>();
+        let paths = [rel("a/b/l1"), rel("a/up"), rel("a/b/f"), rel("loop")];
+        let mut tree = LinkTree::new();
+        tree.add(&paths[0], Some(".."));
+        tree.add(&paths[1], Some(".."));
+        tree.add(&paths[2], None);
+        tree.add(&paths[3], Some("loop/x"));
+        let check = |p: &str, target: &str| tree.check_link(&rel(p), target);
+        assert_eq!(check("x", "a/b/f"), Ok(()));
+        assert_eq!(check("a/x", "../a/b/l1/b/f"), Ok(()));
+        assert_eq!(check("x", "."), Ok(()));
+        assert_eq!(check("x", "a/up"), Ok(()));
+        assert_eq!(check("a/b/x", "../../.."), Err(LinkProblem::Escapes));
+        assert_eq!(check("x", "/x"), Err(LinkProblem::Escapes));
+        assert_eq!(check("x", ""), Err(LinkProblem::Escapes));
+        // Lexically inside, really outside: `up` is the root, `..` of it is not.
+        assert_eq!(check("x", "a/up/.."), Err(LinkProblem::Escapes));
+        assert_eq!(check("x", "a/b/l1/up/.."), Err(LinkProblem::Escapes));
+        assert_eq!(check("x", "loop"), Err(LinkProblem::TooManyHops));
+    }
+
+    #[test]
+    fn refuses_a_symlink_chain_that_leads_outside() {
+        // issue 11: every link is lexically inside, but `l1` is the root,
+        // so the six `..` after it leave the workspace.
+        let (dir, result) = unpack(&[
+            E::File("o-r-abc/README.md", "hi", 0o644),
+            E::Link("o-r-abc/a/b/c/d/e/l1", "../../../../.."),
+            E::Link(
+                "o-r-abc/.forge.yml",
+                "a/b/c/d/e/l1/../../../../../../tmp/outside/evil.yml",
+            ),
+        ]);
+        assert!(
+            matches!(&result, Err(WorkspaceError::SymlinkEscape { entry, .. }) if entry == "o-r-abc/.forge.yml"),
+            "{result:?}"
         );
-        assert_eq!(resolve_link_target(&["a"], "../.."), None);
-        assert_eq!(resolve_link_target(&[], "."), Some(vec![]));
-        assert_eq!(resolve_link_target(&[], "/x"), None);
+        assert!(!dir.path().join("ws").exists());
+        // The first link alone is the root itself: fine.
+        let (dir, result) = unpack(&[
+            E::File("o-r-abc/README.md", "hi", 0o644),
+            E::Link("o-r-abc/a/b/c/d/e/l1", "../../../../.."),
+            E::Link("o-r-abc/readme", "a/b/c/d/e/l1/README.md"),
+        ]);
+        result.expect("links that stay inside unpack");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("ws/readme")).expect("via the chain"),
+            "hi"
+        );
     }
 }

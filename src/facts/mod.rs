@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 pub use names::{ActionName, BuildId, CommitId, NameError, RepoName};
 pub use raw::{var, RawFacts, CREDENTIAL_VARS};
 
+use crate::fsread::{self, FsReadError, Links};
 use crate::secret::Secret;
 
 /// Default forge API (GitHub).
@@ -82,15 +83,23 @@ pub enum TokenSource {
     Env(Secret),
 }
 
+/// Largest token file read: tokens are short, and a path pointing at a
+/// huge file must not fill memory.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
 impl TokenSource {
     /// Reads the token; a [`TokenSource::File`] is deleted once read.
     pub fn take(self) -> Result<Option<Secret>, TokenError> {
         match self {
             TokenSource::None => Ok(None),
             TokenSource::Env(secret) => Ok(Some(secret)),
-            TokenSource::KeptFile(path) => read_token_file(&path).map(Some),
+            // The developer's own file may well be a link (a password
+            // manager's); it is not deleted.
+            TokenSource::KeptFile(path) => read_token_file(&path, Links::Follow).map(Some),
+            // A link is refused: deleting it would leave its target, the
+            // token, readable by the build.
             TokenSource::File(path) => {
-                let token = read_token_file(&path)?;
+                let token = read_token_file(&path, Links::Refuse)?;
                 std::fs::remove_file(&path).map_err(|source| TokenError::Delete {
                     path: path.clone(),
                     source,
@@ -101,10 +110,16 @@ impl TokenSource {
     }
 }
 
-fn read_token_file(path: &Path) -> Result<Secret, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+fn read_token_file(path: &Path, links: Links) -> Result<Secret, TokenError> {
+    let bytes = fsread::read_regular(path, links, MAX_TOKEN_FILE_BYTES).map_err(|err| {
+        if err.is_refusal() {
+            TokenError::Refused(err)
+        } else {
+            TokenError::Read(err)
+        }
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| TokenError::NotUtf8 {
         path: path.to_path_buf(),
-        source,
     })?;
     let token = text.trim();
     if token.is_empty() {
@@ -164,11 +179,12 @@ impl FactsError {
 /// credential could stay readable by pull-request code.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read the forge token file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("refusing the forge token file: {0}")]
+    Refused(#[source] FsReadError),
+    #[error("cannot read the forge token file: {0}")]
+    Read(#[source] FsReadError),
+    #[error("the forge token file {path} is not UTF-8 text")]
+    NotUtf8 { path: PathBuf },
     #[error("the forge token file {path} is empty")]
     Empty { path: PathBuf },
     #[error("cannot delete the forge token file {path} before running build commands: {source}")]
@@ -176,6 +192,25 @@ pub enum TokenError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl TokenError {
+    /// The operator's input is wrong (exit 2), not the file system.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Refused(_) | TokenError::NotUtf8 { .. } | TokenError::Empty { .. }
+        )
+    }
+
+    /// The exit code for a build that stops here.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_invalid_input() {
+            crate::exit::INVALID
+        } else {
+            crate::exit::INFRASTRUCTURE
+        }
+    }
 }
 
 /// The commit statuses URL of a commit on a GitHub-compatible API.

@@ -193,3 +193,56 @@ fn an_invalid_environment_can_still_report_where_its_status_goes() {
     let err = validate(&bad_url, Mode::Container, |_| false).unwrap_err();
     assert!(ErrorReporting::from_raw(&bad_url, &err).is_none());
 }
+
+#[test]
+fn a_token_file_that_is_a_link_is_refused_and_left_alone() {
+    // Deleting the link would leave the token it points to readable by
+    // the build: the build does not run instead.
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real-token");
+    std::fs::write(&real, "ghs_secret\n").unwrap();
+    let link = dir.path().join("token");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = TokenSource::File(link.clone()).take().unwrap_err();
+    assert!(
+        matches!(&err, TokenError::Refused(FsReadError::Symlink { .. })),
+        "{err}"
+    );
+    assert!(err.is_invalid_input());
+    assert_eq!(err.exit_code(), crate::exit::INVALID);
+    assert!(
+        err.to_string().contains(&link.display().to_string()),
+        "{err}"
+    );
+    assert!(link.symlink_metadata().is_ok() && real.exists());
+    // A developer's own token file may be a link (it is kept anyway).
+    let token = TokenSource::KeptFile(link).take().unwrap().unwrap();
+    assert_eq!(token.expose(), "ghs_secret");
+}
+
+#[test]
+fn a_token_file_that_is_not_a_small_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let started = std::time::Instant::now();
+    let err = TokenSource::File(fifo.clone()).take().unwrap_err();
+    assert!(err.to_string().contains("named pipe (FIFO)"), "{err}");
+    assert!(fifo.exists(), "a refused file is not deleted");
+    let err = TokenSource::File("/dev/zero".into()).take().unwrap_err();
+    assert!(err.to_string().contains("character device"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'a'; MAX_TOKEN_FILE_BYTES as usize + 1]).unwrap();
+    let err = TokenSource::File(big).take().unwrap_err();
+    assert!(
+        matches!(&err, TokenError::Refused(FsReadError::TooLarge { .. })),
+        "{err}"
+    );
+    // A missing file is not the same mistake: it cannot be read.
+    let err = TokenSource::File(dir.path().join("missing"))
+        .take()
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Read(_)), "{err}");
+    assert_eq!(err.exit_code(), crate::exit::INFRASTRUCTURE);
+}
