@@ -586,7 +586,13 @@ impl Build {
             ws.display()
         ));
         forge
-            .download_zipball(&self.ctx.owner, &self.ctx.repo, &self.ctx.sha, ws)
+            .download_zipball(
+                &self.ctx.owner,
+                &self.ctx.repo,
+                &self.ctx.sha,
+                ws,
+                &self.ctx.unpack_limits,
+            )
             .map(|_| ())
             .map_err(|err| match err {
                 ForgeError::Unpack { source, .. } if source.is_refusal() => {

@@ -25,6 +25,7 @@ pub use raw::{var, RawFacts, CREDENTIAL_VARS};
 
 use crate::fsread::{self, FsReadError, Links};
 use crate::secret::Secret;
+use crate::workspace::UnpackLimits;
 
 /// Default forge API (GitHub).
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -66,6 +67,8 @@ pub struct BuildContext {
     pub artifacts_url: Option<String>,
     pub build_id: BuildId,
     pub grace: Duration,
+    /// How much the source zipball may unpack to.
+    pub unpack_limits: UnpackLimits,
     /// Where the token comes from; read (and a container's token file
     /// deleted) by [`BuildContext::take_token`] before any command runs.
     pub token_source: TokenSource,
@@ -229,6 +232,25 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     humantime::parse_duration(text).ok()
 }
 
+/// Bytes (`1000000`) or a size with a binary unit (`512MiB`, `16GiB`; `K`,
+/// `M`, `G`, `T` mean the same).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
+
 /// Checks the raw facts and makes the build context, or reports every
 /// problem, each by its variable with the fix. `file_exists` decides
 /// whether a file is there (the default token file, `FORGE_CA_CERT`): a
@@ -333,6 +355,30 @@ pub fn validate(
             DEFAULT_GRACE
         }),
     };
+    let defaults = UnpackLimits::DEFAULT;
+    let unpack_limits = UnpackLimits {
+        max_bytes: check.limit(
+            var::UNPACK_MAX_BYTES,
+            &raw.unpack_max_bytes,
+            parse_size,
+            defaults.max_bytes,
+            "give bytes or a size such as `32GiB` or `512MiB`",
+        ),
+        max_entries: check.limit(
+            var::UNPACK_MAX_ENTRIES,
+            &raw.unpack_max_entries,
+            |t| t.parse().ok(),
+            defaults.max_entries,
+            "give a whole number of entries such as `2000000`",
+        ),
+        max_ratio: check.limit(
+            var::UNPACK_MAX_RATIO,
+            &raw.unpack_max_ratio,
+            |t| t.parse().ok(),
+            defaults.max_ratio,
+            "give a whole number such as `1000` (unpacked size over compressed size)",
+        ),
+    };
     let token_source = token_source(raw, mode, &file_exists);
 
     let (Some(owner), Some(repo), Some(sha), Some(action), Some(build_id)) =
@@ -364,6 +410,7 @@ pub fn validate(
         artifacts_url,
         build_id,
         grace,
+        unpack_limits,
         token_source,
     })
 }
@@ -484,6 +531,27 @@ impl Checker {
         }
     }
 
+    /// A positive limit, or its default when unset.
+    fn limit(
+        &mut self,
+        variable: &'static str,
+        value: &Option<String>,
+        parse: impl Fn(&str) -> Option<u64>,
+        default: u64,
+        fix: &str,
+    ) -> u64 {
+        let Some(text) = value.as_deref() else {
+            return default;
+        };
+        match parse(text.trim()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                self.problem(variable, format!("`{text}` is not a positive limit"), fix);
+                default
+            }
+        }
+    }
+
     fn artifacts_url(&mut self, value: &Option<String>) -> Option<String> {
         let text = value.as_deref()?;
         if text.starts_with("file://") || is_http_url(text) {
@@ -566,6 +634,13 @@ impl BuildContext {
             artifacts_url: self.artifacts_url.clone(),
             build_id: Some(self.build_id.to_string()),
             grace: (self.grace != DEFAULT_GRACE).then(|| format!("{}s", self.grace.as_secs())),
+            unpack_max_bytes: (self.unpack_limits.max_bytes != UnpackLimits::DEFAULT.max_bytes)
+                .then(|| self.unpack_limits.max_bytes.to_string()),
+            unpack_max_entries: (self.unpack_limits.max_entries
+                != UnpackLimits::DEFAULT.max_entries)
+                .then(|| self.unpack_limits.max_entries.to_string()),
+            unpack_max_ratio: (self.unpack_limits.max_ratio != UnpackLimits::DEFAULT.max_ratio)
+                .then(|| self.unpack_limits.max_ratio.to_string()),
             token: None,
             token_file: None,
         };

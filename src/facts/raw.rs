@@ -66,6 +66,10 @@ raw_facts! {
     artifacts_url => ARTIFACTS_URL = "FORGE_ARTIFACTS_URL",
     build_id => BUILD_ID = "FORGE_BUILD_ID",
     grace => GRACE = "FORGE_GRACE",
+    /// Unpacking limits of the source zipball (docs/environment.md, "Limits").
+    unpack_max_bytes => UNPACK_MAX_BYTES = "FORGE_UNPACK_MAX_BYTES",
+    unpack_max_entries => UNPACK_MAX_ENTRIES = "FORGE_UNPACK_MAX_ENTRIES",
+    unpack_max_ratio => UNPACK_MAX_RATIO = "FORGE_UNPACK_MAX_RATIO",
     /// The credential itself (weaker than a file: see docs/environment.md).
     token => TOKEN = "FORGE_TOKEN",
     /// A file holding the credential.
@@ -167,6 +171,6 @@ mod tests {
         for name in var::ALL {
             assert!(raw.slot(name).is_some(), "{name}");
         }
-        assert_eq!(var::ALL.len(), 18);
+        assert_eq!(var::ALL.len(), 21);
     }
 }

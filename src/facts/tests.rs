@@ -246,3 +246,60 @@ fn a_token_file_that_is_not_a_small_regular_file_is_refused_at_once() {
     assert!(matches!(err, TokenError::Read(_)), "{err}");
     assert_eq!(err.exit_code(), crate::exit::INFRASTRUCTURE);
 }
+
+#[test]
+fn unpack_limits_have_defaults_and_variables_that_raise_them() {
+    assert_eq!(
+        container(&base()).unwrap().unpack_limits,
+        UnpackLimits::DEFAULT
+    );
+    let mut pairs = base();
+    pairs.push(("FORGE_UNPACK_MAX_BYTES", "32GiB"));
+    pairs.push(("FORGE_UNPACK_MAX_ENTRIES", "2000000"));
+    pairs.push(("FORGE_UNPACK_MAX_RATIO", "1000"));
+    let ctx = container(&pairs).unwrap();
+    let raised = UnpackLimits {
+        max_bytes: 32 << 30,
+        max_entries: 2_000_000,
+        max_ratio: 1000,
+    };
+    assert_eq!(ctx.unpack_limits, raised);
+    // The launcher hands them on to the build container.
+    let vars = ctx.to_vars();
+    assert!(vars.contains(&("FORGE_UNPACK_MAX_BYTES", (32u64 << 30).to_string())));
+    let again = container(
+        &vars
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(again.unpack_limits, raised);
+
+    let mut pairs = base();
+    pairs.push(("FORGE_UNPACK_MAX_BYTES", "lots"));
+    pairs.push(("FORGE_UNPACK_MAX_ENTRIES", "0"));
+    pairs.push(("FORGE_UNPACK_MAX_RATIO", "-5"));
+    let err = container(&pairs).unwrap_err();
+    let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        names,
+        [
+            "FORGE_UNPACK_MAX_BYTES",
+            "FORGE_UNPACK_MAX_ENTRIES",
+            "FORGE_UNPACK_MAX_RATIO"
+        ]
+    );
+    assert!(err.to_string().contains("`lots` is not a positive limit"));
+}
+
+#[test]
+fn sizes_are_bytes_or_binary_units() {
+    assert_eq!(parse_size("1000"), Some(1000));
+    assert_eq!(parse_size("512MiB"), Some(512 << 20));
+    assert_eq!(parse_size("16G"), Some(16 << 30));
+    assert_eq!(parse_size("2 TiB"), Some(2 << 40));
+    assert_eq!(parse_size("1.5GiB"), None);
+    assert_eq!(parse_size("GiB"), None);
+    assert_eq!(parse_size("99999999999T"), None);
+}

@@ -722,6 +722,60 @@ fn a_symlink_chain_out_of_the_workspace_is_refused() {
 }
 
 #[test]
+fn a_zip_bomb_is_refused_naming_the_limit_and_its_variable() {
+    // issue 11: a small zip of zeros wrote gigabytes. 4 MiB of zeros
+    // deflate about 1000:1.
+    let zeros = vec![0u8; 4 * 1024 * 1024];
+    let spec: &[u8] = b"execute:\n  - echo unpacked\n";
+    let bomb = zipball(
+        "octo-hello-4f2d1c0",
+        &[(".forge.yml", spec, 0o644), ("zeros", &zeros, 0o644)],
+    );
+    let build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    build.server.set_zipball(bomb.clone());
+    let out = build.run();
+    assert_eq!(out.code, 2, "{}", out.all());
+    let (state, description) = final_status(&build.statuses());
+    assert_eq!(state, "error");
+    assert!(
+        description
+            .starts_with("unsafe source archive: entry \"octo-hello-4f2d1c0/zeros\" expands "),
+        "{description}"
+    );
+    assert!(
+        description.ends_with(":1, more than 200:1 (FORGE_UNPACK_MAX_RATIO raises the limit)"),
+        "{description}"
+    );
+    assert!(!build.workspace().join("zeros").exists());
+
+    // The total: named with its variable too.
+    let mut build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    build.server.set_zipball(bomb.clone());
+    build.set("FORGE_UNPACK_MAX_RATIO", "100000");
+    build.set("FORGE_UNPACK_MAX_BYTES", "1MiB");
+    let out = build.run();
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(
+        final_status(&build.statuses()),
+        (
+            "error".into(),
+            "unsafe source archive: it unpacks to more than 1048576 bytes (FORGE_UNPACK_MAX_BYTES raises the limit)".into()
+        )
+    );
+
+    // Raised, the same archive builds.
+    let mut build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    build.server.set_zipball(bomb);
+    build.set("FORGE_UNPACK_MAX_RATIO", "100000");
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("unpacked"), "{}", out.all());
+}
+
+#[test]
 fn statuses_survive_forge_faults_and_a_lost_final_status_is_exit_3() {
     let build = HostBuild::new("execute:\n  - echo ok\n");
     build.server.fault(Route::Statuses, Fault::status(502));
