@@ -13,6 +13,7 @@ mod pre_push;
 mod redact_url;
 mod retry_after;
 mod spec;
+mod unpack;
 
 /// Cases per target in CI: a short, fixed budget.
 pub const CI_CASES: u32 = 2_000;
