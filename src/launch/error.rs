@@ -73,7 +73,12 @@ pub enum LaunchError {
     #[error("docker: {action}: {message}")]
     Docker { action: String, message: String },
     #[error("the build task of service {service} failed: {err}")]
-    TaskFailed { service: String, err: String },
+    TaskFailed {
+        service: String,
+        /// The node's hostname (or id) the task was on, if placed.
+        node: String,
+        err: String,
+    },
     #[error("timed out after {seconds}s waiting for the build task of service {service} to be placed (last state: {state}); raise --start-timeout or check `docker service ps {service}`")]
     TaskTimeout {
         service: String,
@@ -115,6 +120,27 @@ impl LaunchError {
             }
             LaunchError::Binary(e) => e.exit_code(),
             _ => exit::INFRASTRUCTURE,
+        }
+    }
+
+    /// The error in a commit status's few words: the common causes said
+    /// plainly first.
+    pub fn status_text(&self) -> String {
+        match self {
+            LaunchError::TaskFailed { node, err, .. } => {
+                match err.split("No such image: ").nth(1) {
+                    Some(image) => {
+                        let on = if node.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" on {node}")
+                        };
+                        format!("image `{}` not found{on} (No such image)", image.trim())
+                    }
+                    None => self.to_string(),
+                }
+            }
+            other => other.to_string(),
         }
     }
 
@@ -167,4 +193,24 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_image_is_said_plainly_in_a_status() {
+        let err = LaunchError::TaskFailed {
+            service: "forge-o-r-1-x".into(),
+            node: "node-2".into(),
+            err: "No such image: ghcr.io/x/y:1".into(),
+        };
+        assert_eq!(
+            err.status_text(),
+            "image `ghcr.io/x/y:1` not found on node-2 (No such image)"
+        );
+        // the full error keeps Docker's words
+        assert!(err.to_string().contains("No such image: ghcr.io/x/y:1"));
+    }
 }

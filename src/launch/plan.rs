@@ -36,6 +36,13 @@ pub fn build_id(now: SystemTime, random: u16) -> String {
     )
 }
 
+/// A new build id: the launch time and a random part.
+pub fn new_build_id() -> crate::facts::BuildId {
+    build_id(SystemTime::now(), fastrand::u16(..))
+        .parse()
+        .expect("build_id makes digits, `T` and `-` only")
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -342,10 +342,16 @@ pub async fn wait_for_container(
                 TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
                 TaskProgress::Gone => return Ok(Wait::Gone),
                 TaskProgress::Failed(err) => {
+                    let node_id = task.node_id.clone().unwrap_or_default();
+                    let node = match docker.inspect_node(&node_id).await {
+                        Ok(n) => n.description.and_then(|d| d.hostname).unwrap_or(node_id),
+                        Err(_) => node_id,
+                    };
                     return Err(LaunchError::TaskFailed {
                         service: service_name.to_string(),
+                        node,
                         err,
-                    })
+                    });
                 }
                 TaskProgress::RanItself(state) => {
                     return Err(LaunchError::ImageHasForgexec {

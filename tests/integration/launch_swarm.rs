@@ -104,7 +104,7 @@ impl Fixture {
     }
 
     /// Serves `spec` and the repository's HEAD as the zipball.
-    fn publish(&self, spec: &str) {
+    pub(crate) fn publish(&self, spec: &str) {
         self.forge.set_file(".forge.yml", spec.as_bytes().to_vec());
         let head = self.git.head();
         let prefix = format!("--prefix={OWNER}-{}-{}/", self.repo, &head[..7]);
@@ -121,7 +121,7 @@ impl Fixture {
         self.status_url_at(&self.sha)
     }
 
-    fn status_url_at(&self, sha: &str) -> String {
+    pub(crate) fn status_url_at(&self, sha: &str) -> String {
         format!(
             "{}/repos/{OWNER}/{}/statuses/{sha}",
             self.forge.url(),
@@ -130,7 +130,7 @@ impl Fixture {
     }
 
     /// Commits a new .forge.yml (a new push) and serves it; returns the sha.
-    fn push(&self, body: &str) -> String {
+    pub(crate) fn push(&self, body: &str) -> String {
         let spec = format!("image: {}\n{body}", self.image.tag());
         self.git.write(".forge.yml", &spec);
         let sha = self.git.commit("new push");

@@ -19,6 +19,8 @@ mod launch_swarm;
 mod launch_tls;
 mod local;
 mod nginx_webdav;
+#[cfg(feature = "launcher")]
+mod serve;
 mod static_binary;
 mod transfer;
 mod validate;
