@@ -403,7 +403,12 @@ async fn run_serve(args: ServeArgs) -> Result<u8, LaunchError> {
         target_url: args.common.target_url,
         forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
         networks: args.placement.networks,
-        limits: limits(&args.limits)?,
+        // A webhook service queues builds on the swarm: what a build may
+        // use is also what it reserves.
+        limits: Limits {
+            reserve: true,
+            ..limits(&args.limits)?
+        },
         node_access: node_access(&args.tls),
         start_timeout: args.placement.start_timeout,
         retention: args.retention,
@@ -520,6 +525,7 @@ fn limits(args: &LimitArgs) -> Result<Limits, LaunchError> {
         nano_cpus,
         memory_bytes,
         pids: args.pids,
+        reserve: false,
     })
 }
 

@@ -166,8 +166,12 @@ impl Serve {
         let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    let _ = tx.send(addr);
                 }
                 lines.lock().unwrap().push(line);
             }
@@ -734,4 +738,145 @@ fn an_image_that_does_not_exist_gets_an_error_naming_it() {
     assert_eq!(state, "error");
     assert!(description.contains(&missing), "{description}");
     assert!(fx.services(28).is_empty());
+}
+
+#[test]
+fn a_build_waiting_for_a_node_says_it_is_queued() {
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    // No node has 10000 CPUs: the swarm keeps the task pending.
+    let serve = Serve::start(&fx, &app, &["--cpus", "10000"]);
+    serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "opened", 29, &fx.sha),
+    );
+    let statuses = wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(15), |s| {
+        s.iter().any(|s| {
+            s["description"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("queued")
+        })
+    });
+    let _guards = guard_all(&fx.services(29));
+    let queued = statuses
+        .iter()
+        .find(|s| {
+            s["description"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("queued")
+        })
+        .unwrap();
+    assert_eq!(queued["state"], "pending");
+    assert_eq!(
+        queued["description"],
+        "queued: waiting for a node with 10000 CPUs"
+    );
+    let metrics = serve.get("/metrics").body;
+    assert!(metrics.contains("forge_serve_builds_queued 1"), "{metrics}");
+}
+
+/// Bytes of memory this node has.
+fn node_memory() -> u64 {
+    docker(&["info", "--format", "{{.MemTotal}}"])
+        .parse()
+        .expect("docker info reports MemTotal")
+}
+
+#[test]
+fn serve_killed_between_creation_and_start_finishes_the_launch_after_a_restart() {
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    // A service holding 60% of the node's memory keeps a build that
+    // reserves another 60% pending: created, not started.
+    let share = node_memory() * 6 / 10;
+    let blocker = unique_name("forge-serve-blocker");
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &blocker,
+        "--reserve-memory",
+        &share.to_string(),
+        "--restart-condition",
+        "none",
+        fx.image.tag(),
+        "sleep",
+        "300",
+    ]);
+    let blocker_guard = crate::common::Service::guard(blocker.clone());
+    let memory = format!("{}m", share >> 20);
+    let mut first = Serve::start(&fx, &app, &["--memory", &memory]);
+    first.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "opened", 30, &fx.sha),
+    );
+    let services = wait_services(&fx, 30, 1, Duration::from_secs(30));
+    let _guards = guard_all(&services);
+    assert_eq!(services.len(), 1, "{}", first.log());
+    std::thread::sleep(Duration::from_secs(1));
+    first.kill();
+    let state = docker(&[
+        "service",
+        "ps",
+        "--format",
+        "{{.CurrentState}}",
+        &services[0],
+    ]);
+    assert!(state.starts_with("Pending"), "the build waits: {state}");
+
+    let second = Serve::start(&fx, &app, &["--memory", &memory]);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(blocker_guard);
+    let statuses = wait_statuses(&fx, &second, &fx.sha, Duration::from_secs(90), is_final);
+    assert_eq!(
+        last(&statuses).0,
+        "success",
+        "{statuses:?}\n{}",
+        second.log()
+    );
+}
+
+#[test]
+fn sigterm_stops_serve_and_leaves_running_builds_alone() {
+    let fx = Fixture::new(SLOW);
+    let app = TestApp::new(&fx);
+    let mut serve = Serve::start(&fx, &app, &["--log-format", "json"]);
+    serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "opened", 31, &fx.sha),
+    );
+    let services = wait_services(&fx, 31, 1, Duration::from_secs(30));
+    let _guards = guard_all(&services);
+    let container = running_container(&services[0], Duration::from_secs(60));
+    // Give the launch its last steps (the watcher starts after the start).
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = serve.child.id().to_string();
+    run_ok(Command::new("kill").args(["-TERM", &pid]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.child.try_wait().expect("wait for serve") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve still runs after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}\n{}", serve.log());
+    let running = docker(&["inspect", "--format", "{{.State.Running}}", &container]);
+    assert_eq!(running, "true", "the build goes on");
+    // Every line is a JSON object.
+    std::thread::sleep(Duration::from_millis(200));
+    let log = serve.log();
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(log.contains("stopped"), "{log}");
+    serve.kill();
 }
