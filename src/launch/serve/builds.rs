@@ -50,6 +50,13 @@ pub struct Recent {
 }
 
 impl Recent {
+    /// Forgets `id`: its launch failed, and a redelivery may try again.
+    pub fn forget(&mut self, id: &str) {
+        if self.seen.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
+
     /// Records `id`; false when it was already there.
     pub fn insert(&mut self, id: &str) -> bool {
         if self.seen.contains(id) {
@@ -140,15 +147,20 @@ impl Drop for InFlight {
     }
 }
 
-/// Launches the build of an accepted delivery.
+/// Launches the build of an accepted delivery (counted in flight by the
+/// caller's guard, taken before the task is spawned).
 pub async fn launch(
     serve: Arc<Serve>,
+    _inflight: InFlight,
     req: BuildRequest,
     delivery: Option<String>,
     accepted: Instant,
 ) {
-    let _inflight = InFlight::new(&serve);
     if let Err(err) = try_launch(&serve, &req, delivery.as_deref(), accepted).await {
+        // A redelivery of a delivery that built nothing tries again.
+        if let (Some(id), Ok(mut recent)) = (&delivery, serve.recent.lock()) {
+            recent.forget(id);
+        }
         tracing::warn!(
             "{}/{}: build not launched: {}",
             req.owner,
@@ -449,12 +461,12 @@ async fn node_name(manager: &Docker, node_id: &str) -> String {
 /// closed" as the final word.
 pub async fn close(
     serve: Arc<Serve>,
+    _inflight: InFlight,
     owner: String,
     repo: String,
     number: u64,
     install: Option<u64>,
 ) {
-    let _inflight = InFlight::new(&serve);
     if let Err(err) = try_close(&serve, &owner, &repo, number, install).await {
         tracing::warn!(
             "{owner}/{repo}#{number}: builds not cancelled: {}",
@@ -753,6 +765,8 @@ mod tests {
             recent.insert(&i.to_string());
         }
         assert!(recent.insert("a"), "the oldest id was forgotten");
+        recent.forget("a");
+        assert!(recent.insert("a"), "a forgotten id is new again");
         assert!(recent.order.len() <= RECENT_DELIVERIES);
     }
 }

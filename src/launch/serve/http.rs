@@ -218,7 +218,14 @@ async fn delivery(serve: Arc<Serve>, req: Request<Incoming>) -> Reply {
             serve.metrics.delivery(&event, "accepted");
             match work {
                 Event::Build(req) => {
-                    tokio::spawn(builds::launch(Arc::clone(&serve), *req, id, accepted));
+                    let inflight = builds::InFlight::new(&serve);
+                    tokio::spawn(builds::launch(
+                        Arc::clone(&serve),
+                        inflight,
+                        *req,
+                        id,
+                        accepted,
+                    ));
                 }
                 Event::Close {
                     owner,
@@ -226,8 +233,10 @@ async fn delivery(serve: Arc<Serve>, req: Request<Incoming>) -> Reply {
                     number,
                     install_id,
                 } => {
+                    let inflight = builds::InFlight::new(&serve);
                     tokio::spawn(builds::close(
                         Arc::clone(&serve),
+                        inflight,
                         owner,
                         repo,
                         number,

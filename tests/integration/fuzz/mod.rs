@@ -9,6 +9,8 @@ use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 mod pre_push;
+#[cfg(feature = "launcher")]
+mod webhook;
 
 /// Cases per target in CI: a short, fixed budget.
 pub const CI_CASES: u32 = 2_000;
