@@ -880,3 +880,141 @@ fn sigterm_stops_serve_and_leaves_running_builds_alone() {
     assert!(log.contains("stopped"), "{log}");
     serve.kill();
 }
+
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}=`{text}` is not a whole number")),
+    }
+}
+
+/// Resident set size high-water mark of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Many signed deliveries at once (FORGE_SERVE_PRS pull requests, each
+/// opened then pushed FORGE_SERVE_PUSHES - 1 more times, plus a ping each;
+/// FORGE_SERVE_IN_FLIGHT at a time): every one is acknowledged quickly,
+/// none is lost, and each pull request ends with exactly one build, of its
+/// newest sha, which succeeds. `benches/serve_load.sh` runs it with 500
+/// deliveries in a release build and reports the figures.
+#[test]
+fn many_deliveries_end_in_one_build_per_pull_request_at_its_newest_sha() {
+    let prs = env_count("FORGE_SERVE_PRS", 4);
+    let pushes = env_count("FORGE_SERVE_PUSHES", 3).max(1);
+    let in_flight = env_count("FORGE_SERVE_IN_FLIGHT", 8).max(1);
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &[]);
+    let base = 100;
+    // Per pull request, its deliveries in order; the last sha is the newest.
+    let mut lanes: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    let mut newest = Vec::new();
+    for p in 0..prs {
+        let number = (base + p) as u64;
+        let mut lane = Vec::new();
+        let mut sha = String::new();
+        for k in 0..pushes {
+            sha = format!("{:040x}", fastrand::u128(..));
+            let action = if k == 0 { "opened" } else { "synchronize" };
+            lane.push((
+                "pull_request".to_string(),
+                pull_request(&fx, action, number, &sha),
+            ));
+        }
+        let mut ping = fixture_payload("ping-payload.json");
+        retarget(&mut ping, &fx);
+        lane.insert(
+            1.min(lane.len()),
+            ("ping".to_string(), ping.to_string().into_bytes()),
+        );
+        newest.push(sha);
+        lanes.push(lane);
+    }
+    let total: usize = lanes.iter().map(Vec::len).sum();
+    // Workers take whole pull requests, so each one's deliveries go in order.
+    let queue = Arc::new(Mutex::new(lanes));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let addr = serve.addr;
+            std::thread::spawn(move || {
+                let mut acks = Vec::new();
+                loop {
+                    let Some(lane) = queue.lock().unwrap().pop() else {
+                        return acks;
+                    };
+                    for (event, body) in lane {
+                        let head = format!(
+                            "POST / HTTP/1.1\r\nHost: serve\r\nX-GitHub-Event: {event}\r\n\
+                             X-GitHub-Delivery: {}\r\nContent-Type: application/json\r\n\
+                             X-Hub-Signature-256: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            unique_name("load"),
+                            sign(&body),
+                            body.len()
+                        );
+                        let sent = Instant::now();
+                        let answer = http(addr, &head, &body);
+                        acks.push((answer.code, sent.elapsed()));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut acks: Vec<(u16, Duration)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a delivery thread panicked"))
+        .collect();
+    let sent_in = started.elapsed();
+    assert_eq!(acks.len(), total, "every delivery was answered");
+    for (code, _) in &acks {
+        assert!(*code == 200 || *code == 202, "answer {code}");
+    }
+    acks.sort_by_key(|(_, t)| *t);
+    let p50 = acks[acks.len() / 2].1;
+    let p99 = acks[(acks.len() * 99 / 100).min(acks.len() - 1)].1;
+
+    // Every pull request ends with one build, of its newest sha, passing.
+    let deadline = Instant::now() + Duration::from_secs(60 + 3 * prs as u64);
+    for (p, sha) in newest.iter().enumerate() {
+        let statuses = wait_statuses(
+            &fx,
+            &serve,
+            sha,
+            deadline.saturating_duration_since(Instant::now()),
+            is_final,
+        );
+        assert_eq!(last(&statuses).0, "success", "{statuses:?}");
+        let number = (base + p) as u64;
+        let services = fx.services(number);
+        let _guards = guard_all(&services);
+        assert_eq!(services.len(), 1, "pull request {number}: {services:?}");
+        let label = docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{index .Spec.Labels \"forge.sha\"}}",
+            &services[0],
+        ]);
+        assert_eq!(&label, sha, "pull request {number} builds its newest sha");
+    }
+    let rss = peak_rss_kib(serve.child.id());
+    eprintln!(
+        "serve load: {total} deliveries ({prs} pull requests x {pushes} pushes + a ping each, \
+         {in_flight} in flight) sent in {sent_in:?}; acknowledgement p50 {p50:?}, p99 {p99:?}; \
+         serve's peak RSS {} KiB",
+        rss
+    );
+    // Acknowledged without waiting for launches (the figure to meet is
+    // p99 < 100 ms, measured by benches/serve_load.sh in a release build).
+    assert!(p99 < Duration::from_secs(2), "p99 acknowledgement {p99:?}");
+}

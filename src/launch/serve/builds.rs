@@ -73,6 +73,112 @@ impl Recent {
     }
 }
 
+/// Orders the work of one pull request (or of one repository's pushes,
+/// which supersede each other too): deliveries are launched one at a time
+/// in arrival order, and one overtaken by a newer delivery of the same
+/// pull request before its turn is dropped, so the newest push always
+/// creates the newest service (which the swarm launch keeps).
+#[derive(Default)]
+pub struct Lanes {
+    next: std::sync::atomic::AtomicU64,
+    lanes: std::sync::Mutex<HashMap<String, Lane>>,
+}
+
+/// The newest delivery of a lane, and the lock that takes turns.
+struct Lane {
+    latest: u64,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A place in a lane, taken when the delivery is accepted.
+pub struct Ticket {
+    serve: Arc<Serve>,
+    key: String,
+    seq: u64,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Lanes {
+    /// The lane of a pull request's (or pushes') work.
+    pub fn key(owner: &str, repo: &str, trigger: Option<&Trigger>) -> String {
+        match trigger {
+            Some(Trigger::Push { .. }) => format!("{owner}/{repo} push"),
+            Some(Trigger::PullRequest { number }) => format!("{owner}/{repo}#{number}"),
+            None => format!("{owner}/{repo}"),
+        }
+    }
+
+    pub fn enter(serve: &Arc<Serve>, key: String) -> Ticket {
+        let seq = serve
+            .lanes
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut lanes = serve.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = match lanes.get_mut(&key) {
+            Some(lane) => {
+                lane.latest = seq;
+                Arc::clone(&lane.turn)
+            }
+            None => {
+                let turn = Arc::new(tokio::sync::Mutex::new(()));
+                lanes.insert(
+                    key.clone(),
+                    Lane {
+                        latest: seq,
+                        turn: Arc::clone(&turn),
+                    },
+                );
+                turn
+            }
+        };
+        Ticket {
+            serve: Arc::clone(serve),
+            key,
+            seq,
+            turn,
+        }
+    }
+}
+
+impl Ticket {
+    /// Waits for this delivery's turn; `None` when a newer delivery of the
+    /// same lane came in meanwhile (this one is stale).
+    pub async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.turn.lock().await;
+        self.is_latest().then_some(guard)
+    }
+
+    fn is_latest(&self) -> bool {
+        let lanes = self
+            .serve
+            .lanes
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        lanes
+            .get(&self.key)
+            .is_some_and(|lane| lane.latest == self.seq)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // The newest delivery of a lane, done: the lane is idle.
+        let mut lanes = self
+            .serve
+            .lanes
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if lanes
+            .get(&self.key)
+            .is_some_and(|lane| lane.latest == self.seq)
+        {
+            lanes.remove(&self.key);
+        }
+    }
+}
+
 /// The final status serve posts for a build container that ended, or
 /// `None` when forgexec reported the build itself.
 pub fn unreported_ending(
@@ -152,10 +258,20 @@ impl Drop for InFlight {
 pub async fn launch(
     serve: Arc<Serve>,
     _inflight: InFlight,
+    ticket: Ticket,
     req: BuildRequest,
     delivery: Option<String>,
     accepted: Instant,
 ) {
+    let Some(_turn) = ticket.turn().await else {
+        tracing::info!(
+            "{}/{}: delivery {} overtaken by a newer one before its launch",
+            req.owner,
+            req.repo,
+            delivery.as_deref().unwrap_or("-")
+        );
+        return;
+    };
     if let Err(err) = try_launch(&serve, &req, delivery.as_deref(), accepted).await {
         // A redelivery of a delivery that built nothing tries again.
         if let (Some(id), Ok(mut recent)) = (&delivery, serve.recent.lock()) {
@@ -354,6 +470,11 @@ pub async fn watch(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     }
 }
 
+/// How often, and how far apart, a broken wait on a build is retried
+/// (the swarm marks a lost node down within about a minute).
+const WAIT_ATTEMPTS: u32 = 30;
+const WAIT_RETRY: Duration = Duration::from_secs(5);
+
 /// How the build's container ended: `None` when forgexec reported.
 async fn ending(
     serve: &Serve,
@@ -367,46 +488,64 @@ async fn ending(
         .swarm
         .and_then(|s| s.node_id)
         .unwrap_or_default();
-    let node_docker = swarm::node_daemon(
-        manager,
-        &local_node,
-        &running.node_id,
-        &serve.opts.node_access,
-    )
-    .await?;
-    // Builds outlive the per-request timeout.
-    let streaming = node_docker.with_timeout(Duration::from_secs(7 * 86_400));
-    let waited = streaming
-        .wait_container(
-            &running.container_id,
-            None::<bollard::query_parameters::WaitContainerOptions>,
+    // A broken wait is retried while the node is up (its daemon may have
+    // restarted, or the network blinked); a node the swarm marks down ends
+    // the build.
+    let mut attempts = 0;
+    let streaming = loop {
+        let node_docker = swarm::node_daemon(
+            manager,
+            &local_node,
+            &running.node_id,
+            &serve.opts.node_access,
         )
-        .next()
         .await;
-    match waited {
-        Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
-        Some(Err(e)) if crate::launch::error::is_not_found(&e) => {
-            return Ok(Some(
-                "build container removed before it reported".to_string(),
-            ))
-        }
-        other => {
-            if !node_is_up(manager, &running.node_id).await {
-                return Ok(Some(format!(
-                    "node {} went down during the build",
-                    node_name(manager, &running.node_id).await
-                )));
+        // Builds outlive the per-request timeout.
+        let failure = match node_docker {
+            Ok(node_docker) => {
+                let streaming = node_docker.with_timeout(Duration::from_secs(7 * 86_400));
+                let waited = streaming
+                    .wait_container(
+                        &running.container_id,
+                        None::<bollard::query_parameters::WaitContainerOptions>,
+                    )
+                    .next()
+                    .await;
+                match waited {
+                    Some(Ok(_))
+                    | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
+                        break streaming
+                    }
+                    Some(Err(e)) if crate::launch::error::is_not_found(&e) => {
+                        return Ok(Some(
+                            "build container removed before it reported".to_string(),
+                        ))
+                    }
+                    Some(Err(e)) => LaunchError::docker(
+                        format!("waiting for container {}", running.container_id),
+                        e,
+                    ),
+                    None => LaunchError::Docker {
+                        action: format!("waiting for container {}", running.container_id),
+                        message: "the daemon closed the wait without an exit code".into(),
+                    },
+                }
             }
-            let action = format!("waiting for container {}", running.container_id);
-            return Err(match other {
-                Some(Err(e)) => LaunchError::docker(action, e),
-                _ => LaunchError::Docker {
-                    action,
-                    message: "the daemon closed the wait without an exit code".into(),
-                },
-            });
+            Err(err) => err,
+        };
+        if !node_is_up(manager, &running.node_id).await {
+            return Ok(Some(format!(
+                "node {} went down during the build",
+                node_name(manager, &running.node_id).await
+            )));
         }
-    }
+        attempts += 1;
+        if attempts >= WAIT_ATTEMPTS {
+            return Err(failure);
+        }
+        tracing::debug!("{}: retrying the wait: {failure}", running.container_id);
+        tokio::time::sleep(WAIT_RETRY).await;
+    };
     let inspect = match streaming
         .inspect_container(&running.container_id, None)
         .await
@@ -462,11 +601,14 @@ async fn node_name(manager: &Docker, node_id: &str) -> String {
 pub async fn close(
     serve: Arc<Serve>,
     _inflight: InFlight,
+    ticket: Ticket,
     owner: String,
     repo: String,
     number: u64,
     install: Option<u64>,
 ) {
+    // After the launches of this pull request that came before.
+    let _turn = ticket.turn.lock().await;
     if let Err(err) = try_close(&serve, &owner, &repo, number, install).await {
         tracing::warn!(
             "{owner}/{repo}#{number}: builds not cancelled: {}",

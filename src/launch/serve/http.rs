@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use super::builds;
-use super::webhook::{check_content_type, classify, Event, Rejection, MAX_BODY};
+use super::builds::{self, Lanes};
+use super::webhook::{check_content_type, classify, Event, Rejection, Trigger, MAX_BODY};
 use super::Serve;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -219,9 +219,12 @@ async fn delivery(serve: Arc<Serve>, req: Request<Incoming>) -> Reply {
             match work {
                 Event::Build(req) => {
                     let inflight = builds::InFlight::new(&serve);
+                    let key = Lanes::key(&req.owner, &req.repo, Some(&req.trigger));
+                    let ticket = Lanes::enter(&serve, key);
                     tokio::spawn(builds::launch(
                         Arc::clone(&serve),
                         inflight,
+                        ticket,
                         *req,
                         id,
                         accepted,
@@ -234,9 +237,12 @@ async fn delivery(serve: Arc<Serve>, req: Request<Incoming>) -> Reply {
                     install_id,
                 } => {
                     let inflight = builds::InFlight::new(&serve);
+                    let trigger = Trigger::PullRequest { number };
+                    let ticket = Lanes::enter(&serve, Lanes::key(&owner, &repo, Some(&trigger)));
                     tokio::spawn(builds::close(
                         Arc::clone(&serve),
                         inflight,
+                        ticket,
                         owner,
                         repo,
                         number,

@@ -102,6 +102,8 @@ pub struct Serve {
     /// Masks the webhook secret and the static token in everything logged.
     renderer: Renderer,
     pub recent: Mutex<Recent>,
+    /// The order of each pull request's launches.
+    pub lanes: builds::Lanes,
     /// Launches and cancellations in flight.
     pub inflight: tokio::sync::watch::Sender<usize>,
 }
@@ -124,6 +126,7 @@ impl Serve {
             http,
             renderer: Renderer::new(Masker::new(secrets.iter().map(String::as_str))),
             recent: Mutex::new(Recent::default()),
+            lanes: builds::Lanes::default(),
             inflight: tokio::sync::watch::channel(0).0,
         })
     }
