@@ -142,6 +142,9 @@ struct ServeArgs {
     /// Finished build services are removed this long after their creation.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// Launches under way at once (each waits for its task's container).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_launches: usize,
     /// On SIGTERM, how long launches in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
@@ -339,6 +342,7 @@ async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
         wait: args.wait,
         start_timeout: args.placement.start_timeout,
         labels: Default::default(),
+        copy_slots: None,
     };
     match swarm::launch(&opts).await? {
         Outcome::Started { service, .. } => {
@@ -415,6 +419,7 @@ async fn run_serve(args: ServeArgs) -> Result<u8, LaunchError> {
         gc_interval: Duration::from_secs(60),
         shutdown_timeout: args.shutdown_timeout,
         queued_after: Duration::from_secs(5),
+        max_launches: args.max_launches,
     };
     match serve::run(opts, secret).await {
         Ok(()) => Ok(exit::PASSED),

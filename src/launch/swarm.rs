@@ -46,6 +46,9 @@ pub struct SwarmOptions {
     /// Labels put on the service besides the build's own (serve records
     /// the delivery that asked for it).
     pub labels: HashMap<String, String>,
+    /// Shared by concurrent launches: how many copy forgexec into their
+    /// container at once (`None`: no bound, one launch per process).
+    pub copy_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 /// How a launch ended.
@@ -306,6 +309,12 @@ async fn run_service(
         Wait::Gone => return Ok(superseded()),
     };
     let node_docker = node_daemon(docker, local_node, &placed.node_id, &opts.node_access).await?;
+    // The binary and its archive are megabytes each: a service launching
+    // many builds at once copies a few at a time.
+    let _slot = match &opts.copy_slots {
+        Some(slots) => slots.acquire().await.ok(),
+        None => None,
+    };
     let forgexec = binary::for_task(
         docker,
         &node_docker,
@@ -318,6 +327,7 @@ async fn run_service(
     let tar = archive::executor_archive(&forgexec, opts.token.as_ref(), owner)
         .map_err(|e| LaunchError::io("building the executor archive", e))?;
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);
 
     if !opts.wait {

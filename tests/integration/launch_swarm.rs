@@ -15,8 +15,10 @@ use serde_json::Value;
 
 pub(crate) const OWNER: &str = "acme";
 
-pub(crate) fn launcher() -> &'static str {
-    env!("CARGO_BIN_EXE_forge-launch")
+/// The forge-launch under test: this build's, or `FORGE_LAUNCH` (the
+/// benchmarks pass a release build).
+pub(crate) fn launcher() -> String {
+    std::env::var("FORGE_LAUNCH").unwrap_or_else(|_| env!("CARGO_BIN_EXE_forge-launch").to_string())
 }
 
 /// A repository on the forge test server, a busybox image and a token.

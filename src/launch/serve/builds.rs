@@ -272,6 +272,9 @@ pub async fn launch(
         );
         return;
     };
+    let Ok(_slot) = serve.launch_slots.acquire().await else {
+        return;
+    };
     if let Err(err) = try_launch(&serve, &req, delivery.as_deref(), accepted).await {
         // A redelivery of a delivery that built nothing tries again.
         if let (Some(id), Ok(mut recent)) = (&delivery, serve.recent.lock()) {
@@ -335,6 +338,7 @@ async fn try_launch(
         wait: false,
         start_timeout: opts.start_timeout,
         labels,
+        copy_slots: Some(Arc::clone(&serve.copy_slots)),
     };
     let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
     let outcome = swarm::launch(&launch).await;
@@ -831,6 +835,7 @@ async fn resume(
         wait: false,
         start_timeout: opts.start_timeout,
         labels: HashMap::new(),
+        copy_slots: Some(Arc::clone(&serve.copy_slots)),
     };
     match swarm::resume(&launch, &service_id, &name).await {
         Ok(Outcome::Started { running, .. }) => {

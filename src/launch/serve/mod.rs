@@ -55,7 +55,12 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// How long a task may wait for a node before `pending` "queued".
     pub queued_after: Duration,
+    /// Launches under way at once; more deliveries wait in their lanes.
+    pub max_launches: usize,
 }
+
+/// Launches that copy forgexec (megabytes) into their containers at once.
+const COPY_SLOTS: usize = 2;
 
 /// Why serve could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +109,10 @@ pub struct Serve {
     pub recent: Mutex<Recent>,
     /// The order of each pull request's launches.
     pub lanes: builds::Lanes,
+    /// Launches under way at once (`--max-launches`).
+    pub launch_slots: tokio::sync::Semaphore,
+    /// Launches copying forgexec into their container at once.
+    pub copy_slots: Arc<tokio::sync::Semaphore>,
     /// Launches and cancellations in flight.
     pub inflight: tokio::sync::watch::Sender<usize>,
 }
@@ -115,6 +124,7 @@ impl Serve {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ServeError::Client(e.to_string()))?;
+        let max_launches = opts.max_launches.max(1);
         let mut secrets = vec![secret.expose().to_string()];
         if let Credentials::Static(token) = &opts.credentials {
             secrets.push(token.expose().to_string());
@@ -127,6 +137,8 @@ impl Serve {
             renderer: Renderer::new(Masker::new(secrets.iter().map(String::as_str))),
             recent: Mutex::new(Recent::default()),
             lanes: builds::Lanes::default(),
+            launch_slots: tokio::sync::Semaphore::new(max_launches),
+            copy_slots: Arc::new(tokio::sync::Semaphore::new(COPY_SLOTS)),
             inflight: tokio::sync::watch::channel(0).0,
         })
     }
