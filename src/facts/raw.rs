@@ -66,6 +66,8 @@ raw_facts! {
     artifacts_url => ARTIFACTS_URL = "FORGE_ARTIFACTS_URL",
     build_id => BUILD_ID = "FORGE_BUILD_ID",
     grace => GRACE = "FORGE_GRACE",
+    /// `1`: the token may go to a non-loopback `http://` forge.
+    insecure_http => INSECURE_HTTP = "FORGE_INSECURE_HTTP",
     /// The credential itself (weaker than a file: see docs/environment.md).
     token => TOKEN = "FORGE_TOKEN",
     /// A file holding the credential.
@@ -167,6 +169,6 @@ mod tests {
         for name in var::ALL {
             assert!(raw.slot(name).is_some(), "{name}");
         }
-        assert_eq!(var::ALL.len(), 18);
+        assert_eq!(var::ALL.len(), 19);
     }
 }

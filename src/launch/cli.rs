@@ -22,6 +22,7 @@ use super::LaunchError;
 use crate::exit;
 use crate::facts::RawFacts;
 use crate::render::Renderer;
+use crate::run::output::Masker;
 use crate::secret::Secret;
 
 #[derive(Parser, Debug)]
@@ -289,24 +290,39 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::INFRASTRUCTURE);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Swarm(args) => run_swarm(*args).await,
-            Command::Local(args) => run_local(*args).await,
-            Command::Gc(args) => run_gc(args).await,
-            Command::Serve(args) => run_serve(*args).await,
-        }
-    });
+    // The token is read first so that every error is printed with it
+    // masked (a forge may echo it back).
+    let token = match &cli.command {
+        Command::Swarm(args) => read_token(args.common.token_file.as_deref()),
+        Command::Local(args) => read_token(args.common.token_file.as_deref()),
+        Command::Serve(args) => read_token(args.common.token_file.as_deref()),
+        Command::Gc(_) => Ok(None),
+    };
+    let renderer = match &token {
+        Ok(token) => Renderer::new(Masker::new(token.iter().map(Secret::expose))),
+        Err(_) => Renderer::default(),
+    };
+    let result = match token {
+        Ok(token) => runtime.block_on(async {
+            match cli.command {
+                Command::Swarm(args) => run_swarm(*args, token).await,
+                Command::Local(args) => run_local(*args, token).await,
+                Command::Gc(args) => run_gc(args).await,
+                Command::Serve(args) => run_serve(*args, token).await,
+            }
+        }),
+        Err(err) => Err(err),
+    };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            Renderer::default().report("forge-launch", &err);
+            renderer.report("forge-launch", &err);
             ExitCode::from(err.exit_code())
         }
     }
 }
 
-async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
+async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchError> {
     let from_event = match &args.event {
         Some(path) => {
             let (label, bytes) = read_input(path)?;
@@ -334,7 +350,7 @@ async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
             Some(path) => SpecSource::File(path),
             None => SpecSource::Api,
         },
-        token: read_token(args.common.token_file.as_deref())?,
+        token,
         forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
         networks: args.placement.networks,
         limits: limits(&args.limits)?,
@@ -372,7 +388,7 @@ async fn run_swarm(args: SwarmArgs) -> Result<u8, LaunchError> {
     }
 }
 
-async fn run_serve(args: ServeArgs) -> Result<u8, LaunchError> {
+async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchError> {
     let serve_error = |err: ServeError| {
         Renderer::default().report("forge-launch serve", &err);
         exit::INFRASTRUCTURE
@@ -386,7 +402,7 @@ async fn run_serve(args: ServeArgs) -> Result<u8, LaunchError> {
             Ok(app) => Credentials::App(Box::new(app)),
             Err(err) => return Ok(serve_error(err.into())),
         },
-        _ => match read_token(args.common.token_file.as_deref())? {
+        _ => match token {
             Some(token) => Credentials::Static(token),
             None => Credentials::None,
         },
@@ -427,7 +443,7 @@ async fn run_serve(args: ServeArgs) -> Result<u8, LaunchError> {
     }
 }
 
-async fn run_local(args: LocalArgs) -> Result<u8, LaunchError> {
+async fn run_local(args: LocalArgs, token: Option<Secret>) -> Result<u8, LaunchError> {
     let opts = LocalOptions {
         dir: args.dir,
         clean: args.clean,
@@ -436,7 +452,7 @@ async fn run_local(args: LocalArgs) -> Result<u8, LaunchError> {
         repo: args.repo,
         pr: args.pr,
         forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
-        token: read_token(args.common.token_file.as_deref())?,
+        token,
         post_statuses: args.post_statuses,
         status_url: args.status_url,
         api_url: args.common.api_url,

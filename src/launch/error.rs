@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::exit;
 use crate::facts::FactsError;
+use crate::forge::ForgeError;
 use crate::local::git::GitError;
 use crate::spec::SpecError;
 
@@ -68,7 +69,10 @@ pub enum LaunchError {
     #[error("{label}: the .forge.yml has no `image:`; add the image to build in, e.g. `image: rust:1.85`")]
     NoImage { label: String },
     #[error("forge API: {0}")]
-    Forge(String),
+    Forge(#[source] Box<ForgeError>),
+    /// The GitHub App's credentials (`forge-launch serve`).
+    #[error(transparent)]
+    App(#[from] super::serve::app::AppError),
     /// A Docker API call failed; `message` is the daemon's own message.
     #[error("docker: {action}: {message}")]
     Docker { action: String, message: String },
@@ -102,6 +106,12 @@ pub enum LaunchError {
     Binary(#[from] super::binary::BinaryError),
 }
 
+impl From<ForgeError> for LaunchError {
+    fn from(err: ForgeError) -> Self {
+        LaunchError::Forge(Box::new(err))
+    }
+}
+
 impl LaunchError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
@@ -123,25 +133,22 @@ impl LaunchError {
         }
     }
 
-    /// The error in a commit status's few words: the common causes said
-    /// plainly first.
-    pub fn status_text(&self) -> String {
-        match self {
-            LaunchError::TaskFailed { node, err, .. } => {
-                match err.split("No such image: ").nth(1) {
-                    Some(image) => {
-                        let on = if node.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" on {node}")
-                        };
-                        format!("image `{}` not found{on} (No such image)", image.trim())
-                    }
-                    None => self.to_string(),
-                }
-            }
-            other => other.to_string(),
-        }
+    /// The common causes said plainly, for a commit status's few words
+    /// (`None`: the error as it is).
+    pub fn plain_cause(&self) -> Option<String> {
+        let LaunchError::TaskFailed { node, err, .. } = self else {
+            return None;
+        };
+        let image = err.split("No such image: ").nth(1)?;
+        let on = if node.is_empty() {
+            String::new()
+        } else {
+            format!(" on {node}")
+        };
+        Some(format!(
+            "image `{}` not found{on} (No such image)",
+            image.trim()
+        ))
     }
 
     /// Wraps a bollard error, keeping the daemon's message verbatim.
@@ -207,7 +214,7 @@ mod tests {
             err: "No such image: ghcr.io/x/y:1".into(),
         };
         assert_eq!(
-            err.status_text(),
+            err.plain_cause().unwrap(),
             "image `ghcr.io/x/y:1` not found on node-2 (No such image)"
         );
         // the full error keeps Docker's words

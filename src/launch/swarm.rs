@@ -150,14 +150,27 @@ impl Reporter<'_> {
         let Some(url) = &build.status_url else {
             return;
         };
+        let renderer = crate::render::Renderer::new(self.forge.masker().clone());
         let status = CommitStatus::new(
             StatusState::Error,
             build.status_context.clone(),
-            format!("forge-launch: {}", err.status_text()),
+            format!(
+                "forge-launch: {}",
+                match err.plain_cause() {
+                    Some(text) => renderer.text(&text),
+                    None => renderer.error(err),
+                }
+            ),
             build.target_url.clone(),
         );
         if let Err(post) = self.forge.post_status(url, &status).await {
-            tracing::warn!("could not post the error status: {post}");
+            tracing::warn!(
+                "{}",
+                renderer.text(&format!(
+                    "could not post the error status: {}",
+                    renderer.error(&post)
+                ))
+            );
         }
     }
 }

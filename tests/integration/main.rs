@@ -14,6 +14,8 @@ mod fuzz;
 #[cfg(feature = "launcher")]
 mod launch_binary;
 #[cfg(feature = "launcher")]
+mod launch_forge;
+#[cfg(feature = "launcher")]
 mod launch_swarm;
 #[cfg(feature = "launcher")]
 mod launch_tls;

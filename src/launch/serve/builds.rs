@@ -24,9 +24,10 @@ use nix::sys::signal::Signal;
 use super::webhook::{BuildRequest, Trigger};
 use super::Serve;
 use crate::exit;
+use crate::facts::ActionName;
 use crate::facts::{self, default_status_url, BuildContext, Mode, RawFacts};
 use crate::launch::event::{self, FactFlags};
-use crate::launch::forge::{status_context, CommitStatus, StatusState};
+use crate::launch::forge::{CommitStatus, StatusState};
 use crate::launch::swarm::{self, Outcome, Running, SpecSource, SwarmOptions};
 use crate::launch::{node, plan, service, LaunchError};
 use crate::run::cancel::CANCEL_SIGNALS;
@@ -319,7 +320,7 @@ async fn try_launch(
     let token = serve
         .credentials_for(req.install_id, &req.repo)
         .await
-        .map_err(|e| LaunchError::Forge(e.to_string()))?;
+        .map_err(LaunchError::from)?;
     let mut labels = HashMap::new();
     if let Some(id) = delivery {
         labels.insert(label::DELIVERY.to_string(), id.to_string());
@@ -660,14 +661,16 @@ async fn try_close(
         }
         let (Some(sha), Some(action)) = (
             svc.labels.get(plan::label::SHA),
-            svc.labels.get(plan::label::ACTION),
+            svc.labels
+                .get(plan::label::ACTION)
+                .and_then(|a| a.parse::<ActionName>().ok()),
         ) else {
             continue;
         };
         let url = default_status_url(&serve.opts.api_url, owner, repo, sha);
         let status = CommitStatus::new(
             StatusState::Error,
-            status_context(action),
+            action.status_context(),
             "cancelled: pull request closed",
             serve.opts.target_url.clone(),
         );

@@ -186,11 +186,9 @@ impl Serve {
         repo: &str,
     ) {
         let result = async {
-            let token = self
-                .credentials_for(installation, repo)
-                .await
-                .map_err(|e| super::LaunchError::Forge(e.to_string()))?;
-            Forge::new(token)?.post_status(url, status).await
+            let token = self.credentials_for(installation, repo).await?;
+            Forge::new(token)?.post_status(url, status).await?;
+            Ok::<(), super::LaunchError>(())
         }
         .await;
         match result {

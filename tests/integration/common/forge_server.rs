@@ -96,6 +96,91 @@ impl Fault {
     }
 }
 
+impl Fault {
+    /// Any status with these headers and body (JSON unless the headers say
+    /// otherwise).
+    pub fn answer(code: u16, headers: &[(&str, &str)], body: &str) -> Fault {
+        let mut all = vec![(
+            "Content-Type".to_string(),
+            "application/json; charset=utf-8".to_string(),
+        )];
+        all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        Fault::Status {
+            code,
+            headers: all,
+            body: body.to_string(),
+        }
+    }
+
+    /// GitHub's secondary rate limit (content-creating requests such as
+    /// statuses, about 80 a minute): `code` 403 (sometimes 429) with
+    /// `retry-after` (seconds, or any text to test its parsing); the primary
+    /// limit's headers still show requests left.
+    pub fn secondary_rate_limit(code: u16, retry_after: &str) -> Fault {
+        Fault::answer(
+            code,
+            &[
+                ("retry-after", retry_after),
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "4987"),
+                ("x-ratelimit-used", "13"),
+                ("x-ratelimit-resource", "core"),
+            ],
+            &json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0400:1A2B:3C4D5E:6F7A8B:6752F0A1.",
+                "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+                "status": code.to_string(),
+            })
+            .to_string(),
+        )
+    }
+
+    /// GitHub's primary rate limit: `code` 403 (or 429) with
+    /// `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (Unix seconds)
+    /// `reset_in` from now.
+    pub fn primary_rate_limit(code: u16, reset_in: Duration) -> Fault {
+        let reset = (SystemTime::now() + reset_in)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        Fault::answer(
+            code,
+            &[
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-used", "5000"),
+                ("x-ratelimit-reset", &reset),
+                ("x-ratelimit-resource", "core"),
+            ],
+            &json!({
+                "message": "API rate limit exceeded for installation ID 1234.",
+                "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting",
+                "status": code.to_string(),
+            })
+            .to_string(),
+        )
+    }
+
+    /// A 403 that is not a rate limit (the token lacks the permission).
+    pub fn forbidden() -> Fault {
+        Fault::answer(
+            403,
+            &[
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "4999"),
+                ("x-ratelimit-used", "1"),
+                ("x-ratelimit-resource", "core"),
+            ],
+            &json!({
+                "message": "Resource not accessible by integration",
+                "documentation_url": "https://docs.github.com/rest/commits/statuses#create-a-commit-status",
+                "status": "403",
+            })
+            .to_string(),
+        )
+    }
+}
+
 /// One request as the server received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -110,6 +195,8 @@ pub struct RecordedRequest {
     pub json: Option<Value>,
     /// The route it matched, if any.
     pub route: Option<Route>,
+    /// When its head and body had arrived.
+    pub at: Instant,
 }
 
 impl RecordedRequest {
@@ -135,6 +222,9 @@ struct Inner {
     zipball: Option<Vec<u8>>,
     files: HashMap<String, Vec<u8>>,
     faults: HashMap<Route, VecDeque<Fault>>,
+    /// Faults for statuses whose state is not `pending`, taken before the
+    /// route's own.
+    final_faults: VecDeque<Fault>,
     next_id: u64,
     app: Option<AppConfig>,
     issued: Vec<IssuedToken>,
@@ -235,6 +325,12 @@ impl ForgeServer {
     /// The installation tokens issued so far.
     pub fn issued_tokens(&self) -> Vec<IssuedToken> {
         self.shared.lock().issued.clone()
+    }
+
+    /// Queues a fault for the next final (not `pending`) status (FIFO),
+    /// whenever it comes.
+    pub fn fault_final_status(&self, fault: Fault) {
+        self.shared.lock().final_faults.push_back(fault);
     }
 
     /// Faults still queued for `route`.
@@ -421,10 +517,23 @@ fn serve_connection(stream: TcpStream, shared: &Shared, conn_id: u64) -> std::io
                 body: req.body.clone(),
                 json: json.clone(),
                 route: route.as_ref().map(|(r, _)| *r),
+                at: Instant::now(),
             });
-            let fault = route
-                .as_ref()
-                .and_then(|(r, _)| inner.faults.get_mut(r)?.pop_front());
+            let is_final_status = route.as_ref().is_some_and(|(r, _)| *r == Route::Statuses)
+                && json
+                    .as_ref()
+                    .and_then(|j| j["state"].as_str())
+                    .is_some_and(|state| state != "pending");
+            let final_fault = if is_final_status {
+                inner.final_faults.pop_front()
+            } else {
+                None
+            };
+            let fault = final_fault.or_else(|| {
+                route
+                    .as_ref()
+                    .and_then(|(r, _)| inner.faults.get_mut(r)?.pop_front())
+            });
             drop(inner);
             shared.changed.notify_all();
             fault
@@ -1034,47 +1143,10 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
-/// (year, month, day, hour, minute, second, weekday 0=Sunday) in UTC.
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let weekday = (days + 4).rem_euclid(7) as u32;
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-        weekday,
-    )
-}
-
 fn iso8601(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, _) = civil(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, mo, d, h, mi, s, wd) = civil(t);
-    format!(
-        "{}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} GMT",
-        DAYS[wd as usize],
-        MONTHS[mo as usize - 1]
-    )
+    httpdate::fmt_http_date(t)
 }

@@ -8,7 +8,11 @@
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
+mod masker;
 mod pre_push;
+mod redact_url;
+mod retry_after;
+mod spec;
 #[cfg(feature = "launcher")]
 mod webhook;
 
