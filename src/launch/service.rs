@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
-    NetworkAttachmentConfig, Platform, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    NetworkAttachmentConfig, Platform, ResourceObject, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
@@ -34,11 +34,15 @@ pub struct Limits {
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
     pub pids: Option<i64>,
+    /// The CPUs and memory are also reserved: the swarm places the task
+    /// only on a node that has them free, and keeps it pending until one
+    /// has (serve's queue).
+    pub reserve: bool,
 }
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
+        self.nano_cpus.is_none() && self.memory_bytes.is_none() && self.pids.is_none()
     }
 }
 
@@ -75,6 +79,11 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
             nano_cpus: req.limits.nano_cpus,
             memory_bytes: req.limits.memory_bytes,
             pids: req.limits.pids,
+        }),
+        reservations: req.limits.reserve.then(|| ResourceObject {
+            nano_cpus: req.limits.nano_cpus,
+            memory_bytes: req.limits.memory_bytes,
+            ..Default::default()
         }),
         ..Default::default()
     });
@@ -345,10 +354,16 @@ pub async fn wait_for_container(
                 TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
                 TaskProgress::Gone => return Ok(Wait::Gone),
                 TaskProgress::Failed(err) => {
+                    let node_id = task.node_id.clone().unwrap_or_default();
+                    let node = match docker.inspect_node(&node_id).await {
+                        Ok(n) => n.description.and_then(|d| d.hostname).unwrap_or(node_id),
+                        Err(_) => node_id,
+                    };
                     return Err(LaunchError::TaskFailed {
                         service: service_name.to_string(),
+                        node,
                         err,
-                    })
+                    });
                 }
                 TaskProgress::RanItself(state) => {
                     return Err(LaunchError::ImageHasForgexec {
@@ -509,5 +524,27 @@ mod tests {
         assert!(json["TaskTemplate"]["ContainerSpec"]
             .get("Secrets")
             .is_none());
+        assert!(json["TaskTemplate"]["Resources"]
+            .get("Reservations")
+            .is_none());
+    }
+
+    #[test]
+    fn reserved_limits_are_reservations_too() {
+        let req = ServiceRequest {
+            limits: Limits {
+                nano_cpus: Some(2_000_000_000),
+                memory_bytes: Some(512 << 20),
+                pids: Some(100),
+                reserve: true,
+            },
+            ..ServiceRequest::default()
+        };
+        let json = serde_json::to_value(service_spec(&req)).unwrap();
+        let resources = &json["TaskTemplate"]["Resources"];
+        assert_eq!(resources["Reservations"]["NanoCPUs"], 2_000_000_000i64);
+        assert_eq!(resources["Reservations"]["MemoryBytes"], 512 << 20);
+        assert_eq!(resources["Limits"]["NanoCPUs"], 2_000_000_000i64);
+        assert_eq!(resources["Limits"]["Pids"], 100);
     }
 }

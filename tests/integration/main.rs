@@ -22,6 +22,8 @@ mod launch_tls;
 mod local;
 mod nginx_webdav;
 #[cfg(feature = "launcher")]
+mod serve;
+#[cfg(feature = "launcher")]
 mod sidecars;
 mod static_binary;
 mod transfer;

@@ -14,6 +14,8 @@ mod redact_url;
 mod retry_after;
 mod spec;
 mod unpack;
+#[cfg(feature = "launcher")]
+mod webhook;
 
 /// Cases per target in CI: a short, fixed budget.
 pub const CI_CASES: u32 = 2_000;
