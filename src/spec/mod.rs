@@ -311,6 +311,19 @@ impl Spec {
         if let Some(timeout) = self.timeout {
             parts.push(format!("timeout {}", humantime::format_duration(timeout)));
         }
+        if !self.resources.is_empty() {
+            let mut asked = Vec::new();
+            if let Some(nanos) = self.resources.nano_cpus {
+                asked.push(format!("{} CPUs", nanos as f64 / 1e9));
+            }
+            if let Some(bytes) = self.resources.memory_bytes {
+                asked.push(format!("{bytes} bytes memory"));
+            }
+            if let Some(pids) = self.resources.pids {
+                asked.push(format!("{pids} pids"));
+            }
+            parts.push(format!("resources: {}", asked.join(", ")));
+        }
         parts.join("; ")
     }
 }

@@ -28,6 +28,24 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// Sidecar services (`services:`), in file order.
     pub services: Vec<Service>,
+    /// What the build asks of its node (`resources:`).
+    pub resources: Resources,
+}
+
+/// `resources:`: what the build asks of its node. The launcher reserves
+/// and limits these, within the operator's maxima.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// CPUs in billionths (`cpus: 1.5` is 1_500_000_000).
+    pub nano_cpus: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.nano_cpus.is_none() && self.memory_bytes.is_none() && self.pids.is_none()
+    }
 }
 
 impl Spec {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::facts::{parse_duration, ActionName};
+use crate::facts::{parse_duration, parse_size, ActionName};
 
 use super::model::{
-    Artifacts, Command, PortMapping, Run, Service, Spec, When, DEFAULT_SERVICE_WAIT,
+    Artifacts, Command, PortMapping, Resources, Run, Service, Spec, When, DEFAULT_SERVICE_WAIT,
 };
 use super::shell_words::is_env_name;
 use super::source_map::{Position, Segment, SourceMap, Target, YamlPath};
@@ -31,7 +31,15 @@ pub const TOP_KEYS: &[&str] = &[
     "artifacts",
     "timeout",
     "services",
+    "resources",
 ];
+
+/// Keys of `resources:`.
+pub const RESOURCE_KEYS: &[&str] = &["cpus", "memory", "pids"];
+
+/// The most CPUs a build may name: more than any machine has, small
+/// enough that the count in billionths fits Docker's `NanoCPUs`.
+const MAX_CPUS: f64 = 1_000_000.0;
 
 /// Keys of a service under `services:`.
 pub const SERVICE_KEYS: &[&str] = &[
@@ -253,6 +261,7 @@ impl Validator<'_> {
                 "artifacts" => spec.artifacts = self.artifacts(&here, value),
                 "timeout" => spec.timeout = self.duration(&here, value),
                 "services" => spec.services = self.services(&here, value),
+                "resources" => spec.resources = self.resources(&here, value),
                 other if other.starts_with("x-") => {}
                 other => self.unknown_key(&path, other, TOP_KEYS, "the file"),
             }
@@ -278,6 +287,106 @@ impl Validator<'_> {
             );
         }
         spec
+    }
+
+    fn resources(&mut self, path: &YamlPath, value: &Value) -> Resources {
+        let mut resources = Resources::default();
+        let Value::Mapping(mapping) = value else {
+            self.wrong_kind(
+                path,
+                "`resources`",
+                "a mapping with `cpus`, `memory` or `pids`",
+                value,
+                "write e.g. `resources: {cpus: 2, memory: 4GiB, pids: 1000}`",
+            );
+            return resources;
+        };
+        for (key, value) in self.entries(path, mapping) {
+            let here = path.key(&key);
+            match key.as_str() {
+                "cpus" => resources.nano_cpus = self.cpus(&here, value),
+                "memory" => resources.memory_bytes = self.memory(&here, value),
+                "pids" => resources.pids = self.pids(&here, value),
+                other => self.unknown_key(path, other, RESOURCE_KEYS, "`resources`"),
+            }
+        }
+        resources
+    }
+
+    fn cpus(&mut self, path: &YamlPath, value: &Value) -> Option<u64> {
+        let help = "give the CPUs the build needs, a positive number such as `2` or `1.5`";
+        let Value::Number(number) = value else {
+            self.wrong_kind(path, "`cpus`", "a number", value, help);
+            return None;
+        };
+        match number.as_f64() {
+            Some(cpus) if cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS => {
+                let nanos = (cpus * 1e9).round() as u64;
+                if nanos > 0 {
+                    return Some(nanos);
+                }
+            }
+            _ => {}
+        }
+        self.error(
+            path,
+            Target::Value,
+            format!("`cpus: {number}` is not a positive number of CPUs (at most {MAX_CPUS})"),
+            Some(help.to_string()),
+        );
+        None
+    }
+
+    fn memory(&mut self, path: &YamlPath, value: &Value) -> Option<u64> {
+        let help = "give bytes or a size such as `512MiB` or `2GiB`";
+        let bytes = match value {
+            Value::Number(number) => number.as_u64(),
+            Value::String(text) => parse_size(text.trim()),
+            other => {
+                self.wrong_kind(path, "`memory`", "a size", other, help);
+                return None;
+            }
+        };
+        // Docker takes the bytes as an i64.
+        match bytes.filter(|b| *b > 0 && i64::try_from(*b).is_ok()) {
+            Some(bytes) => Some(bytes),
+            None => {
+                let shown = match value {
+                    Value::String(text) => text.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                self.error(
+                    path,
+                    Target::Value,
+                    format!("`memory: {shown}` is not a positive size"),
+                    Some(help.to_string()),
+                );
+                None
+            }
+        }
+    }
+
+    fn pids(&mut self, path: &YamlPath, value: &Value) -> Option<u64> {
+        let help = "give the most processes the build may run at once, e.g. `pids: 1000`";
+        let Value::Number(number) = value else {
+            self.wrong_kind(path, "`pids`", "a whole number", value, help);
+            return None;
+        };
+        match number.as_u64() {
+            Some(pids) if pids > 0 && i64::try_from(pids).is_ok() => Some(pids),
+            _ => {
+                self.error(
+                    path,
+                    Target::Value,
+                    format!("`pids: {number}` is not a positive whole number"),
+                    Some(help.to_string()),
+                );
+                None
+            }
+        }
     }
 
     fn services(&mut self, path: &YamlPath, value: &Value) -> Vec<Service> {

@@ -252,6 +252,8 @@ fn schema_rejects_bad_fixtures() {
         "action-bad-name",
         "secrets-bad",
         "multiple-problems",
+        "resources-bad",
+        "resources-not-mapping",
     ] {
         let path = format!("fixtures/spec/bad/{name}.yml");
         let instance = as_json(&path);
