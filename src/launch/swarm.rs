@@ -411,18 +411,7 @@ pub async fn node_daemon(
             .inspect_node(node_id)
             .await
             .map_err(|e| LaunchError::docker(format!("inspecting node {node_id}"), e))?;
-        let addr = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addr.clone())
-            .filter(|a| a != "0.0.0.0")
-            .or_else(|| {
-                node.manager_status
-                    .as_ref()
-                    .and_then(|m| m.addr.as_deref())
-                    .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
-            });
-        node::select_endpoint(node_id, local_node, addr.as_deref(), access)?
+        node::select_endpoint(node_id, local_node, &node::NodeAddress::of(&node), access)?
     };
     node::connect(&endpoint, docker).await
 }

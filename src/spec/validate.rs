@@ -353,10 +353,8 @@ impl Validator<'_> {
             None => {
                 let shown = match value {
                     Value::String(text) => text.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
+                    Value::Number(number) => number.to_string(),
+                    other => kind(other),
                 };
                 self.error(
                     path,

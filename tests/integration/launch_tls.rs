@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::common::{
     busybox_rootfs, docker, import_image, static_forgexec, unique_name, Container,
 };
-use forgexec::launch::node::{self, Endpoint, NodeAccess, TlsFiles};
+use forgexec::launch::node::{self, Endpoint, NodeAccess, NodeAddress, TlsFiles};
 use forgexec::launch::{archive, swarm, LaunchError};
 use forgexec::secret::Secret;
 
@@ -149,16 +149,22 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The endpoint the swarm launch picks for a task on another node at
-/// 127.0.0.1 (the launcher itself being on node "manager").
+/// A node the swarm reports at 127.0.0.1 (which reaches no particular
+/// machine) whose `forge.daemon` label names the test daemon's host; the
+/// port comes from `--node-port`.
+fn labelled_node() -> NodeAddress {
+    NodeAddress {
+        hostname: Some("worker".into()),
+        addr: Some("127.0.0.1".into()),
+        daemon_label: Some("tcp://127.0.0.1".into()),
+    }
+}
+
+/// The endpoint the swarm launch picks for a task on another node (the
+/// launcher itself being on node "manager").
 fn remote_endpoint(daemon: &TlsDaemon, files: &TlsFiles) -> Endpoint {
-    node::select_endpoint(
-        "worker",
-        "manager",
-        Some("127.0.0.1"),
-        &daemon.access(files),
-    )
-    .expect("a remote node with TLS files is reachable")
+    node::select_endpoint("worker", "manager", &labelled_node(), &daemon.access(files))
+        .expect("a remote node with TLS files is reachable")
 }
 
 #[test]
@@ -319,7 +325,7 @@ fn plain_tcp_without_tls_files_is_refused_before_any_connection() {
         port: Some(daemon.port),
         ..NodeAccess::default()
     };
-    let err = node::select_endpoint("worker", "manager", Some("127.0.0.1"), &none)
+    let err = node::select_endpoint("worker", "manager", &labelled_node(), &none)
         .expect_err("no TLS files");
     let msg = err.to_string();
     assert!(msg.contains("no TLS client certificate"), "{msg}");
@@ -331,7 +337,7 @@ fn plain_tcp_without_tls_files_is_refused_before_any_connection() {
         cert_dir: Some(empty.path().to_path_buf()),
         ..NodeAccess::default()
     };
-    let err = node::select_endpoint("worker", "manager", Some("127.0.0.1"), &missing)
+    let err = node::select_endpoint("worker", "manager", &labelled_node(), &missing)
         .expect_err("missing TLS files");
     let msg = err.to_string();
     assert!(msg.contains("refusing to reach"), "{msg}");
@@ -343,7 +349,7 @@ fn plain_tcp_without_tls_files_is_refused_before_any_connection() {
         ..missing
     };
     assert_eq!(
-        node::select_endpoint("worker", "manager", Some("127.0.0.1"), &insecure)
+        node::select_endpoint("worker", "manager", &labelled_node(), &insecure)
             .expect("explicitly insecure"),
         Endpoint::Plain {
             address: daemon.address()
