@@ -16,7 +16,7 @@ use super::plan;
 use super::serve::app::{App, Credentials};
 use super::serve::webhook::PushPolicy;
 use super::serve::{self, ServeError, ServeOptions};
-use super::service::Limits;
+use super::service::{show_bytes, show_cpus, Limits, ResourcePolicy};
 use super::swarm::{self, Outcome, SpecSource, SwarmOptions};
 use super::LaunchError;
 use crate::exit;
@@ -101,6 +101,9 @@ struct PlacementArgs {
     /// How long to wait for the swarm to create the task's container (image pulls included).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     start_timeout: Duration,
+    /// Swarm placement constraint for every build (repeatable), e.g. node.labels.forge.pool==ci.
+    #[arg(long = "constraint", value_name = "EXPR")]
+    constraints: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -187,17 +190,28 @@ struct CommonArgs {
     forgexec: Option<PathBuf>,
 }
 
+/// What a build gets: its `resources:` request, else these defaults, else
+/// the maxima; a request above a maximum is refused.
 #[derive(Args, Debug)]
 struct LimitArgs {
-    /// CPU limit (e.g. 1.5).
+    /// CPUs of a build that asks for none in `resources:` (e.g. 1.5).
     #[arg(long, value_name = "N")]
     cpus: Option<f64>,
-    /// Memory limit (e.g. 512m, 2g).
+    /// Memory of a build that asks for none (e.g. 512m, 2g).
     #[arg(long, value_name = "BYTES")]
     memory: Option<String>,
-    /// Maximum number of processes.
+    /// Processes of a build that asks for none.
     #[arg(long, value_name = "N")]
     pids: Option<i64>,
+    /// Most CPUs a build may ask for.
+    #[arg(long, value_name = "N")]
+    max_cpus: Option<f64>,
+    /// Most memory a build may ask for (e.g. 8g).
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<String>,
+    /// Most processes a build may ask for.
+    #[arg(long, value_name = "N")]
+    max_pids: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -353,7 +367,8 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         token,
         forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
         networks: args.placement.networks,
-        limits: limits(&args.limits)?,
+        constraints: args.placement.constraints,
+        resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
         wait: args.wait,
         start_timeout: args.placement.start_timeout,
@@ -423,12 +438,10 @@ async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchE
         target_url: args.common.target_url,
         forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
         networks: args.placement.networks,
+        constraints: args.placement.constraints,
         // A webhook service queues builds on the swarm: what a build may
         // use is also what it reserves.
-        limits: Limits {
-            reserve: true,
-            ..limits(&args.limits)?
-        },
+        resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
         start_timeout: args.placement.start_timeout,
         retention: args.retention,
@@ -460,7 +473,7 @@ async fn run_local(args: LocalArgs, token: Option<Secret>) -> Result<u8, LaunchE
         artifacts_url: args.common.artifacts_url,
         artifacts_dir: args.artifacts_dir,
         network: args.network,
-        limits: limits(&args.limits)?,
+        resources: resource_policy(&args.limits, false)?,
     };
     let outcome = container::run(&opts).await?;
     for file in &outcome.artifacts {
@@ -529,36 +542,84 @@ fn node_access(tls: &TlsArgs) -> NodeAccess {
     }
 }
 
-fn limits(args: &LimitArgs) -> Result<Limits, LaunchError> {
-    let nano_cpus = match args.cpus {
-        Some(c) if c.is_finite() && c > 0.0 => Some((c * 1e9) as i64),
-        Some(c) => {
-            return Err(LaunchError::Flag {
-                flag: "--cpus",
-                value: c.to_string(),
-                reason: "expected a positive number".into(),
-            })
-        }
-        None => None,
+/// The `--cpus`/`--memory`/`--pids` defaults and their `--max-*` caps;
+/// `reserve`: swarm builds also reserve what they get.
+fn resource_policy(args: &LimitArgs, reserve: bool) -> Result<ResourcePolicy, LaunchError> {
+    let cpus = |flag: &'static str, value: Option<f64>| match value {
+        Some(c) if c.is_finite() && c > 0.0 && c <= 1e6 => Ok(Some((c * 1e9).round() as i64)),
+        Some(c) => Err(LaunchError::Flag {
+            flag,
+            value: c.to_string(),
+            reason: "expected a positive number".into(),
+        }),
+        None => Ok(None),
     };
-    let memory_bytes = args.memory.as_deref().map(parse_bytes).transpose()?;
-    Ok(Limits {
-        nano_cpus,
-        memory_bytes,
-        pids: args.pids,
+    let pids = |flag: &'static str, value: Option<i64>| match value {
+        Some(n) if n <= 0 => Err(LaunchError::Flag {
+            flag,
+            value: n.to_string(),
+            reason: "expected a positive number".into(),
+        }),
+        other => Ok(other),
+    };
+    let memory = |flag: &'static str, value: Option<&str>| {
+        value.map(|text| parse_bytes(flag, text)).transpose()
+    };
+    let defaults = Limits {
+        nano_cpus: cpus("--cpus", args.cpus)?,
+        memory_bytes: memory("--memory", args.memory.as_deref())?,
+        pids: pids("--pids", args.pids)?,
         reserve: false,
+    };
+    let maxima = Limits {
+        nano_cpus: cpus("--max-cpus", args.max_cpus)?,
+        memory_bytes: memory("--max-memory", args.max_memory.as_deref())?,
+        pids: pids("--max-pids", args.max_pids)?,
+        reserve: false,
+    };
+    for (flag, default, max, show) in [
+        (
+            "--cpus",
+            defaults.nano_cpus,
+            maxima.nano_cpus,
+            show_cpus as fn(i64) -> String,
+        ),
+        (
+            "--memory",
+            defaults.memory_bytes,
+            maxima.memory_bytes,
+            show_bytes,
+        ),
+        ("--pids", defaults.pids, maxima.pids, |n: i64| n.to_string()),
+    ] {
+        if let (Some(default), Some(max)) = (default, max) {
+            if default > max {
+                return Err(LaunchError::Flag {
+                    flag,
+                    value: show(default),
+                    reason: format!("more than its maximum {}", show(max)),
+                });
+            }
+        }
+    }
+    Ok(ResourcePolicy {
+        defaults,
+        maxima,
+        reserve,
     })
 }
 
-/// `512m`, `2g`, `1048576`, `64k` (binary multiples, as Docker reads them).
-pub fn parse_bytes(text: &str) -> Result<i64, LaunchError> {
+/// `512m`, `2g`, `2GiB`, `1048576`, `64k` (binary multiples, as Docker
+/// reads them), given to `flag`.
+pub fn parse_bytes(flag: &'static str, text: &str) -> Result<i64, LaunchError> {
     let bad = || LaunchError::Flag {
-        flag: "--memory",
+        flag,
         value: text.to_string(),
         reason: "expected a size like 512m or 2g".into(),
     };
     let t = text.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
+    let t = t.strip_suffix('i').unwrap_or(t);
     let (digits, shift) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 10),
         Some('m') => (&t[..t.len() - 1], 20),
@@ -609,12 +670,86 @@ mod tests {
 
     #[test]
     fn parses_memory_sizes() {
-        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_bytes("64kb").unwrap(), 64 << 10);
-        assert_eq!(parse_bytes("1000").unwrap(), 1000);
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("-1m").is_err());
+        assert_eq!(parse_bytes("--memory", "512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("--memory", "2G").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("--memory", "64kb").unwrap(), 64 << 10);
+        assert_eq!(parse_bytes("--memory", "1000").unwrap(), 1000);
+        assert!(parse_bytes("--memory", "lots").is_err());
+        assert!(parse_bytes("--memory", "-1m").is_err());
+        assert_eq!(parse_bytes("--memory", "2GiB").unwrap(), 2 << 30);
+    }
+
+    fn policy(args: &[&str]) -> Result<ResourcePolicy, LaunchError> {
+        let mut argv = vec!["forge-launch", "local"];
+        argv.extend_from_slice(args);
+        let Command::Local(local) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("local")
+        };
+        resource_policy(&local.limits, true)
+    }
+
+    #[test]
+    fn a_request_gets_what_it_asks_within_the_maxima() {
+        let p = policy(&[
+            "--cpus",
+            "1",
+            "--max-cpus",
+            "4",
+            "--max-memory",
+            "2g",
+            "--pids",
+            "100",
+        ])
+        .unwrap();
+        let asked = crate::spec::Resources {
+            nano_cpus: Some(2_500_000_000),
+            memory_bytes: None,
+            pids: Some(50),
+        };
+        let got = p.resolve(&asked).unwrap();
+        assert_eq!(got.nano_cpus, Some(2_500_000_000));
+        // no request, no default: the maximum
+        assert_eq!(got.memory_bytes, Some(2 << 30));
+        assert_eq!(got.pids, Some(50));
+        assert!(got.reserve);
+        // nothing asked: the defaults, else the maxima
+        let none = p.resolve(&crate::spec::Resources::default()).unwrap();
+        assert_eq!(none.nano_cpus, Some(1_000_000_000));
+        assert_eq!(none.pids, Some(100));
+        assert_eq!(none.memory_bytes, Some(2 << 30));
+    }
+
+    #[test]
+    fn a_request_over_a_maximum_is_refused_with_exit_2() {
+        let p = policy(&["--max-cpus", "2", "--max-memory", "1g"]).unwrap();
+        let asked = crate::spec::Resources {
+            memory_bytes: Some(4 << 30),
+            ..Default::default()
+        };
+        let err = p.resolve(&asked).unwrap_err();
+        assert_eq!(err.exit_code(), exit::INVALID);
+        assert_eq!(
+            err.to_string(),
+            "the .forge.yml asks for memory: 4GiB, more than the 1GiB this launcher allows (--max-memory); ask for less under `resources:`"
+        );
+        let asked = crate::spec::Resources {
+            nano_cpus: Some(2_500_000_000),
+            ..Default::default()
+        };
+        assert!(p
+            .resolve(&asked)
+            .unwrap_err()
+            .to_string()
+            .contains("cpus: 2.5, more than the 2 "));
+    }
+
+    #[test]
+    fn a_default_over_its_maximum_is_a_flag_error() {
+        let err = policy(&["--memory", "4g", "--max-memory", "2g"]).unwrap_err();
+        assert!(err.to_string().contains("--memory"), "{err}");
+        assert!(policy(&["--max-pids", "0"]).is_err());
+        assert!(policy(&["--max-cpus=-1"]).is_err());
+        assert!(policy(&["--max-cpus", "0"]).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use super::binary::{self, Binaries};
 use super::event::{resolve, split_repo};
 use super::plan;
-use super::service::Limits;
+use super::service::{Limits, ResourcePolicy};
 use super::swarm::{container_owner, follow, parse_spec, upload};
 use super::{archive, node, sidecar, LaunchError};
 use crate::facts::{default_status_url, var, BuildContext, NameError, RawFacts};
@@ -50,7 +50,8 @@ pub struct LocalOptions {
     pub artifacts_url: Option<String>,
     pub artifacts_dir: PathBuf,
     pub network: Option<String>,
-    pub limits: Limits,
+    /// The container is limited to what the build gets; nothing is reserved.
+    pub resources: ResourcePolicy,
 }
 
 /// How a local build ended.
@@ -70,6 +71,7 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
     let build = local_build(opts, &git, &sha)?;
     let (label, bytes) = read_spec(opts, &git, &root)?;
     let spec = parse_spec(&label, &bytes, &build.action)?;
+    let limits = opts.resources.resolve(&spec.resources)?;
     let mut env = plan::environment(&spec.environment, &build);
     env.insert(var::WORKSPACE.into(), archive::WORKSPACE.into());
     let workspace = workspace_archive(opts, &git, &root)?;
@@ -80,7 +82,7 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
     let image = spec.image.clone().unwrap_or_default();
     let forgexec = binary::for_local_daemon(&docker, &opts.forgexec, &image).await?;
     let name = plan::build_name(&build);
-    let body = container_body(&image, &spec, env, labels.clone(), opts);
+    let body = container_body(&image, &spec, env, labels.clone(), opts, &limits);
     let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
         .name(&name)
         .build();
@@ -231,6 +233,7 @@ fn container_body(
     env: std::collections::BTreeMap<String, String>,
     labels: HashMap<String, String>,
     opts: &LocalOptions,
+    limits: &Limits,
 ) -> ContainerCreateBody {
     let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
         .ports
@@ -252,9 +255,9 @@ fn container_body(
         labels: Some(labels),
         host_config: Some(HostConfig {
             network_mode: opts.network.clone(),
-            nano_cpus: opts.limits.nano_cpus,
-            memory: opts.limits.memory_bytes,
-            pids_limit: opts.limits.pids,
+            nano_cpus: limits.nano_cpus,
+            memory: limits.memory_bytes,
+            pids_limit: limits.pids,
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             extra_hosts: (!spec.services.is_empty()).then(|| sidecar::host_entries(spec)),
             ..Default::default()

@@ -66,6 +66,13 @@ pub enum LaunchError {
         action: String,
         known: Vec<String>,
     },
+    #[error("the .forge.yml asks for {what}: {asked}, more than the {max} this launcher allows ({flag}); ask for less under `resources:`")]
+    OverLimit {
+        what: &'static str,
+        asked: String,
+        flag: &'static str,
+        max: String,
+    },
     #[error("{label}: the .forge.yml has no `image:`; add the image to build in, e.g. `image: rust:1.85`")]
     NoImage { label: String },
     #[error("forge API: {0}")]
@@ -83,7 +90,7 @@ pub enum LaunchError {
         node: String,
         err: String,
     },
-    #[error("timed out after {seconds}s waiting for the build task of service {service} to be placed (last state: {state}); raise --start-timeout or check `docker service ps {service}`")]
+    #[error("{}", task_timeout_text(service, *seconds, state))]
     TaskTimeout {
         service: String,
         seconds: u64,
@@ -124,7 +131,8 @@ impl LaunchError {
             | LaunchError::Spec(_)
             | LaunchError::NoSpec { .. }
             | LaunchError::UnknownAction { .. }
-            | LaunchError::NoImage { .. } => exit::INVALID,
+            | LaunchError::NoImage { .. }
+            | LaunchError::OverLimit { .. } => exit::INVALID,
             LaunchError::Git(GitError::NotARepository { .. } | GitError::NoSuchCommit { .. }) => {
                 exit::INVALID
             }
@@ -167,6 +175,27 @@ impl LaunchError {
     }
 }
 
+/// A task still pending is queued: no node can take it now (the swarm is
+/// the queue). Said so, with the swarm's reason, rather than as a hang.
+fn task_timeout_text(service: &str, seconds: u64, state: &str) -> String {
+    match state.strip_prefix("pending") {
+        Some(reason) => {
+            let reason = reason.trim_start_matches(':').trim();
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" (the swarm says: {reason})")
+            };
+            format!(
+                "the build task of service {service} was still queued after {seconds}s: no node can take it{why};                  no node satisfies the --constraint, has the reserved CPUs and memory free, or has the image's platform;                  the service was removed; free or add a node, or raise --start-timeout"
+            )
+        }
+        None => format!(
+            "timed out after {seconds}s waiting for the build task of service {service} to be placed (last state: {state}); raise --start-timeout or check `docker service ps {service}`"
+        ),
+    }
+}
+
 /// The API's message for a daemon error, or bollard's rendering otherwise.
 pub fn docker_message(err: &bollard::errors::Error) -> String {
     match err {
@@ -205,6 +234,28 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_task_at_the_deadline_is_said_to_be_queued() {
+        let err = LaunchError::TaskTimeout {
+            service: "forge-o-r-1-x".into(),
+            seconds: 5,
+            state: "pending: no suitable node (scheduling constraints not satisfied on 1 node)"
+                .into(),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("the build task of service forge-o-r-1-x was still queued after 5s: no node can take it (the swarm says: no suitable node (scheduling constraints not satisfied on 1 node))"),
+            "{msg}"
+        );
+        assert!(msg.contains("--constraint"), "{msg}");
+        let err = LaunchError::TaskTimeout {
+            service: "s".into(),
+            seconds: 5,
+            state: "preparing".into(),
+        };
+        assert!(err.to_string().starts_with("timed out after 5s"));
+    }
 
     #[test]
     fn a_missing_image_is_said_plainly_in_a_status() {

@@ -17,7 +17,7 @@ use bollard::Docker;
 
 use super::error::{docker_message, is_not_found};
 use super::LaunchError;
-use crate::spec::PortMapping;
+use crate::spec::{PortMapping, Resources};
 
 /// Time a removed or stopped build gets between SIGTERM and SIGKILL: room
 /// for forgexec's own grace period (FORGE_GRACE, 10 s by default) plus the
@@ -46,6 +46,90 @@ impl Limits {
     }
 }
 
+/// The operator's rule for what a build gets, per resource: the
+/// `.forge.yml`'s `resources:` request, else the operator's default
+/// (`--cpus`, `--memory`, `--pids`), else the operator's maximum
+/// (`--max-cpus`, `--max-memory`, `--max-pids`), else nothing. A request
+/// above the maximum is refused: a pull request cannot ask for the whole
+/// node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourcePolicy {
+    pub defaults: Limits,
+    pub maxima: Limits,
+    /// Whether CPUs and memory are also reserved (swarm builds; a local
+    /// container has nothing to reserve against).
+    pub reserve: bool,
+}
+
+impl ResourcePolicy {
+    /// The limits of a build that asks for `asked`.
+    pub fn resolve(&self, asked: &Resources) -> Result<Limits, LaunchError> {
+        let pick = |what: &'static str,
+                    flag: &'static str,
+                    asked: Option<u64>,
+                    default: Option<i64>,
+                    max: Option<i64>,
+                    show: fn(i64) -> String|
+         -> Result<Option<i64>, LaunchError> {
+            let Some(asked) = asked else {
+                return Ok(default.or(max));
+            };
+            let asked = i64::try_from(asked).unwrap_or(i64::MAX);
+            match max {
+                Some(max) if asked > max => Err(LaunchError::OverLimit {
+                    what,
+                    asked: show(asked),
+                    flag,
+                    max: show(max),
+                }),
+                _ => Ok(Some(asked)),
+            }
+        };
+        Ok(Limits {
+            nano_cpus: pick(
+                "cpus",
+                "--max-cpus",
+                asked.nano_cpus,
+                self.defaults.nano_cpus,
+                self.maxima.nano_cpus,
+                show_cpus,
+            )?,
+            memory_bytes: pick(
+                "memory",
+                "--max-memory",
+                asked.memory_bytes,
+                self.defaults.memory_bytes,
+                self.maxima.memory_bytes,
+                show_bytes,
+            )?,
+            pids: pick(
+                "pids",
+                "--max-pids",
+                asked.pids,
+                self.defaults.pids,
+                self.maxima.pids,
+                |n| n.to_string(),
+            )?,
+            reserve: self.reserve,
+        })
+    }
+}
+
+/// CPUs from billionths, as written in a `.forge.yml` (`1.5`).
+pub fn show_cpus(nanos: i64) -> String {
+    (nanos as f64 / 1e9).to_string()
+}
+
+/// Bytes in the largest binary unit that divides them (`2GiB`).
+pub fn show_bytes(bytes: i64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// Everything that goes into a build service.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceRequest {
@@ -61,6 +145,9 @@ pub struct ServiceRequest {
     pub platforms: Vec<Platform>,
     /// Extra `/etc/hosts` entries (`IP NAME`): the sidecars' names.
     pub hosts: Vec<String>,
+    /// The operator's placement constraints (`--constraint`), e.g.
+    /// `node.labels.forge.pool==ci`.
+    pub constraints: Vec<String>,
 }
 
 /// The swarm service spec: one replica, command `/forgexec`, never
@@ -119,9 +206,12 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
                 ..Default::default()
             }),
             resources,
-            placement: (!req.platforms.is_empty()).then(|| TaskSpecPlacement {
-                platforms: Some(req.platforms.clone()),
-                ..Default::default()
+            placement: (!req.platforms.is_empty() || !req.constraints.is_empty()).then(|| {
+                TaskSpecPlacement {
+                    platforms: (!req.platforms.is_empty()).then(|| req.platforms.clone()),
+                    constraints: (!req.constraints.is_empty()).then(|| req.constraints.clone()),
+                    ..Default::default()
+                }
             }),
             networks: (!networks.is_empty()).then_some(networks),
             ..Default::default()
@@ -458,6 +548,68 @@ mod tests {
     }
 
     #[test]
+    fn constraints_go_into_the_placement_beside_the_platforms() {
+        let req = ServiceRequest {
+            name: "b".into(),
+            image: "alpine:3".into(),
+            constraints: vec![
+                "node.labels.forge.pool==ci".into(),
+                "node.role!=manager".into(),
+            ],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(service_spec(&req)).unwrap();
+        assert_eq!(
+            json["TaskTemplate"]["Placement"],
+            serde_json::json!({"Constraints": ["node.labels.forge.pool==ci", "node.role!=manager"]})
+        );
+        let req = ServiceRequest {
+            platforms: vec![Platform {
+                architecture: Some("amd64".into()),
+                os: Some("linux".into()),
+            }],
+            ..req
+        };
+        let json = serde_json::to_value(service_spec(&req)).unwrap();
+        let placement = &json["TaskTemplate"]["Placement"];
+        assert_eq!(placement["Constraints"][0], "node.labels.forge.pool==ci");
+        assert_eq!(placement["Platforms"][0]["Architecture"], "amd64");
+    }
+
+    #[test]
+    fn a_resolved_request_is_reserved_and_limited() {
+        let policy = ResourcePolicy {
+            maxima: Limits {
+                nano_cpus: Some(4_000_000_000),
+                ..Limits::default()
+            },
+            reserve: true,
+            ..ResourcePolicy::default()
+        };
+        let limits = policy
+            .resolve(&Resources {
+                nano_cpus: Some(1_500_000_000),
+                memory_bytes: Some(512 << 20),
+                pids: Some(64),
+            })
+            .unwrap();
+        let req = ServiceRequest {
+            limits,
+            ..Default::default()
+        };
+        let json = serde_json::to_value(service_spec(&req)).unwrap();
+        let resources = &json["TaskTemplate"]["Resources"];
+        assert_eq!(resources["Reservations"]["NanoCPUs"], 1_500_000_000i64);
+        assert_eq!(resources["Reservations"]["MemoryBytes"], 512 << 20);
+        assert_eq!(resources["Limits"]["NanoCPUs"], 1_500_000_000i64);
+        assert_eq!(resources["Limits"]["MemoryBytes"], 512 << 20);
+        assert_eq!(resources["Limits"]["Pids"], 64);
+        assert_eq!(show_bytes(512 << 20), "512MiB");
+        assert_eq!(show_bytes(1000), "1000 bytes");
+        assert_eq!(show_cpus(1_500_000_000), "1.5");
+    }
+
+    #[test]
     fn early_states_wait_and_late_ones_are_reported() {
         let t = task(TaskState::PENDING, Some("no suitable node"), None);
         assert_eq!(
@@ -493,6 +645,7 @@ mod tests {
             },
             platforms: crate::launch::binary::platforms(&[crate::launch::binary::Arch::Aarch64]),
             hosts: vec!["127.0.0.1 db".into()],
+            constraints: Vec::new(),
         };
         let spec = service_spec(&req);
         let json = serde_json::to_value(&spec).unwrap();

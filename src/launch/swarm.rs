@@ -16,7 +16,7 @@ use super::binary::{self, Binaries};
 use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
-use super::service::{self, Limits, ServiceRequest, Wait};
+use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
@@ -40,7 +40,10 @@ pub struct SwarmOptions {
     pub token: Option<Secret>,
     pub forgexec: Binaries,
     pub networks: Vec<String>,
-    pub limits: Limits,
+    /// `--constraint`: where the swarm may place builds.
+    pub constraints: Vec<String>,
+    /// What a build gets of its `resources:` request.
+    pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
     pub wait: bool,
     pub start_timeout: Duration,
@@ -179,6 +182,8 @@ impl Reporter<'_> {
 async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
     let pr_number = build.pull_request.unwrap_or(0);
+    // Refused before anything is created or removed.
+    let limits = opts.resources.resolve(&spec.resources)?;
     let docker = node::connect_manager().await?;
     let info = docker
         .info()
@@ -214,9 +219,10 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
         labels,
         networks: opts.networks.clone(),
         ports: spec.ports.clone(),
-        limits: opts.limits,
+        limits,
         platforms,
         hosts: sidecar::swarm_hosts(spec),
+        constraints: opts.constraints.clone(),
     };
 
     // A newer push makes the running builds of this pull request stale.

@@ -158,6 +158,18 @@ impl Fixture {
         pr: u64,
         extra: &[&str],
     ) -> Command {
+        self.swarm_started_within(forgexec, sha, pr, "60s", extra)
+    }
+
+    /// The same with another `--start-timeout`.
+    pub(crate) fn swarm_started_within(
+        &self,
+        forgexec: &Path,
+        sha: &str,
+        pr: u64,
+        start_timeout: &str,
+        extra: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(launcher());
         let repo = format!("{OWNER}/{}", self.repo);
         cmd.args(["swarm", "--repo", &repo, "--pr", &pr.to_string()])
@@ -167,7 +179,7 @@ impl Fixture {
             .arg(&self.token_file)
             .arg("--forgexec")
             .arg(forgexec)
-            .args(["--network", "host", "--start-timeout", "60s"])
+            .args(["--network", "host", "--start-timeout", start_timeout])
             .args(extra)
             .stdin(Stdio::null());
         cmd
@@ -414,6 +426,79 @@ fn an_invalid_spec_posts_error_exits_2_and_creates_nothing() {
     let statuses = fx.forge.statuses(&fx.sha);
     assert_eq!(states(&statuses), ["forge/execute:error"]);
     assert!(fx.services(10).is_empty(), "nothing was created");
+}
+
+#[test]
+fn a_request_over_the_operators_maximum_posts_error_exits_2_and_creates_nothing() {
+    let fx = Fixture::new(PASSING);
+    fx.publish(&format!(
+        "image: {}\nresources: {{cpus: 1, memory: 4GiB}}\n{PASSING}",
+        fx.image.tag()
+    ));
+    let out = run(&mut fx.swarm(40, &["--wait", "--max-memory", "1g", "--max-cpus", "2"]));
+    let leftover = fx.services(40);
+    let _guards = guard_all(&leftover);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "asks for memory: 4GiB, more than the 1GiB this launcher allows (--max-memory)"
+        ),
+        "{stderr}"
+    );
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(states(&statuses), ["forge/execute:error"]);
+    assert!(
+        statuses[0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--max-memory"),
+        "{statuses:?}"
+    );
+    assert!(leftover.is_empty(), "nothing was created: {leftover:?}");
+}
+
+#[test]
+fn a_constraint_no_node_satisfies_keeps_the_task_queued_and_says_so() {
+    let fx = Fixture::new(PASSING);
+    let constraint = format!("node.labels.{}==ci", unique_name("forge-pool"));
+    let out = run(&mut fx.swarm_started_within(
+        &static_forgexec(),
+        &fx.sha,
+        41,
+        "4s",
+        &["--wait", "--constraint", &constraint],
+    ));
+    let leftover = fx.services(41);
+    let _guards = guard_all(&leftover);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("was still queued after 4s: no node can take it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("constraints not satisfied"),
+        "the swarm's reason: {stderr}"
+    );
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:error"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .last()
+            .and_then(|s| s["description"].as_str())
+            .unwrap_or("")
+            .contains("queued"),
+        "{statuses:?}"
+    );
+    assert!(
+        leftover.is_empty(),
+        "the queued service was removed: {leftover:?}"
+    );
 }
 
 #[test]

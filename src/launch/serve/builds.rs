@@ -334,7 +334,8 @@ async fn try_launch(
         token,
         forgexec: opts.forgexec.clone(),
         networks: opts.networks.clone(),
-        limits: opts.limits,
+        constraints: opts.constraints.clone(),
+        resources: opts.resources,
         node_access: opts.node_access.clone(),
         wait: false,
         start_timeout: opts.start_timeout,
@@ -398,17 +399,26 @@ async fn report_queued(serve: Arc<Serve>, build: BuildContext) {
     else {
         return;
     };
-    let pending = tasks.iter().any(|t| {
+    let Some(pending) = tasks.iter().find(|t| {
         matches!(
             t.status.as_ref().and_then(|s| s.state),
             Some(bollard::models::TaskState::PENDING)
         )
-    });
-    if !pending {
+    }) else {
         return;
-    }
+    };
     serve.metrics.builds_queued.inc();
-    let limits = serve.opts.limits;
+    // What this build reserves (its `resources:` or the operator's rule).
+    let reserved = pending
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.reservations.as_ref());
+    let limits = service::Limits {
+        nano_cpus: reserved.and_then(|r| r.nano_cpus),
+        memory_bytes: reserved.and_then(|r| r.memory_bytes),
+        ..service::Limits::default()
+    };
     let mut wants = Vec::new();
     if let Some(n) = limits.nano_cpus {
         wants.push(format!("{} CPUs", n as f64 / 1e9));
@@ -833,7 +843,8 @@ async fn resume(
         token,
         forgexec: opts.forgexec.clone(),
         networks: opts.networks.clone(),
-        limits: opts.limits,
+        constraints: opts.constraints.clone(),
+        resources: opts.resources,
         node_access: opts.node_access.clone(),
         wait: false,
         start_timeout: opts.start_timeout,

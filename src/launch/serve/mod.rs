@@ -24,7 +24,7 @@ use self::webhook::{PushPolicy, WebhookKey};
 use super::binary::Binaries;
 use super::forge::{CommitStatus, Forge, StatusState};
 use super::node::NodeAccess;
-use super::service::Limits;
+use super::service::ResourcePolicy;
 use crate::facts::BuildContext;
 use crate::render::Renderer;
 use crate::run::output::Masker;
@@ -44,7 +44,8 @@ pub struct ServeOptions {
     pub target_url: Option<String>,
     pub forgexec: Binaries,
     pub networks: Vec<String>,
-    pub limits: Limits,
+    pub constraints: Vec<String>,
+    pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
     pub start_timeout: Duration,
     /// Finished build services older than this are removed.
