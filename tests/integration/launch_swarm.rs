@@ -459,6 +459,52 @@ fn a_request_over_the_operators_maximum_posts_error_exits_2_and_creates_nothing(
 }
 
 #[test]
+fn a_request_within_the_maxima_is_the_services_reservation_and_limit() {
+    let fx = Fixture::new(PASSING);
+    fx.publish(&format!(
+        "image: {}\nresources: {{cpus: 0.5, memory: 64MiB, pids: 200}}\n{PASSING}",
+        fx.image.tag()
+    ));
+    let constraint = "node.role==manager";
+    let out = run(&mut fx.swarm(
+        42,
+        &[
+            "--max-cpus",
+            "2",
+            "--max-memory",
+            "1g",
+            "--constraint",
+            constraint,
+        ],
+    ));
+    let services = fx.services(42);
+    let _guards = guard_all(&services);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let spec: Value = serde_json::from_str(&docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate}}",
+        &name,
+    ]))
+    .expect("the task template as JSON");
+    let resources = &spec["Resources"];
+    assert_eq!(resources["Reservations"]["NanoCPUs"], 500_000_000, "{spec}");
+    assert_eq!(resources["Reservations"]["MemoryBytes"], 64 << 20, "{spec}");
+    assert_eq!(resources["Limits"]["NanoCPUs"], 500_000_000, "{spec}");
+    assert_eq!(resources["Limits"]["MemoryBytes"], 64 << 20, "{spec}");
+    assert_eq!(resources["Limits"]["Pids"], 200, "{spec}");
+    assert_eq!(spec["Placement"]["Constraints"][0], constraint, "{spec}");
+    let statuses = fx.final_statuses(Duration::from_secs(60));
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:success"),
+        "{statuses:?}"
+    );
+}
+
+#[test]
 fn a_constraint_no_node_satisfies_keeps_the_task_queued_and_says_so() {
     let fx = Fixture::new(PASSING);
     let constraint = format!("node.labels.{}==ci", unique_name("forge-pool"));
