@@ -824,6 +824,30 @@ fn local_mode_copies_the_working_tree_or_a_clean_head() {
 }
 
 #[test]
+fn local_mode_refuses_a_request_over_the_maximum_before_creating_a_container() {
+    let fx = Fixture::new(PASSING);
+    fx.push(&format!("resources: {{pids: 5000}}\n{PASSING}"));
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let out = run(Command::new(launcher())
+        .args(["local", "--repo", &repo, "--max-pids", "1000"])
+        .arg("--dir")
+        .arg(fx.git.dir())
+        .arg("--artifacts-dir")
+        .arg(fx.dir.path().join("a"))
+        .arg("--forgexec")
+        .arg(static_forgexec()));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("asks for pids: 5000, more than the 1000 this launcher allows (--max-pids)"),
+        "{}",
+        text(&out)
+    );
+    let containers = docker(&["ps", "-aq", "--filter", &format!("label=forge.repo={repo}")]);
+    assert!(containers.trim().is_empty(), "no container: {containers}");
+}
+
+#[test]
 fn gc_removes_finished_builds_and_keeps_running_ones() {
     let fx = Fixture::new(PASSING);
     let finished = run(&mut fx.swarm(30, &[]));
