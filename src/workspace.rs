@@ -323,7 +323,12 @@ fn check_links(entries: &[Planned]) -> Result<(), WorkspaceError> {
             Kind::Symlink(target) => Some(target.as_str()),
             _ => None,
         };
-        tree.add(&entry.rel, target);
+        if !tree.add(&entry.rel, target) {
+            return Err(WorkspaceError::UnsafeEntry {
+                entry: entry.name.clone(),
+                reason: "another entry has the same path",
+            });
+        }
     }
     for entry in entries {
         let Kind::Symlink(target) = &entry.kind else {
@@ -503,6 +508,9 @@ enum LinkProblem {
 struct LinkTree<'a> {
     children: HashMap<(usize, &'a str), usize>,
     targets: Vec<Option<&'a str>>,
+    /// Whether an entry of the archive names the node (not only a path
+    /// through it).
+    named: Vec<bool>,
 }
 
 impl<'a> LinkTree<'a> {
@@ -510,12 +518,15 @@ impl<'a> LinkTree<'a> {
         LinkTree {
             children: HashMap::new(),
             targets: vec![None],
+            named: vec![false],
         }
     }
 
     /// Adds the path `rel` (and its parent directories); `target` when it
-    /// is a symlink.
-    fn add(&mut self, rel: &'a [String], target: Option<&'a str>) {
+    /// is a symlink. False when another entry named the same path: the
+    /// file system would hold only one of them, so the tree could not
+    /// stand for it.
+    fn add(&mut self, rel: &'a [String], target: Option<&'a str>) -> bool {
         let mut node = 0;
         for component in rel {
             let next = self.targets.len();
@@ -525,11 +536,14 @@ impl<'a> LinkTree<'a> {
                 .or_insert(next);
             if node == next {
                 self.targets.push(None);
+                self.named.push(false);
             }
         }
-        if target.is_some() {
-            self.targets[node] = target;
+        if std::mem::replace(&mut self.named[node], true) {
+            return false;
         }
+        self.targets[node] = target;
+        true
     }
 
     /// Whether a parent directory of `rel` is a symlink of the archive.
@@ -801,10 +815,11 @@ mod tests {
         let rel = |p: &str| p.split('/').map(String::from).collect::<Vec<_>>();
         let paths = [rel("a/b/l1"), rel("a/up"), rel("a/b/f"), rel("loop")];
         let mut tree = LinkTree::new();
-        tree.add(&paths[0], Some(".."));
-        tree.add(&paths[1], Some(".."));
-        tree.add(&paths[2], None);
-        tree.add(&paths[3], Some("loop/x"));
+        assert!(tree.add(&paths[0], Some("..")));
+        assert!(tree.add(&paths[1], Some("..")));
+        assert!(tree.add(&paths[2], None));
+        assert!(tree.add(&paths[3], Some("loop/x")));
+        assert!(!tree.add(&paths[3], None), "a second entry of one path");
         let check = |p: &str, target: &str| tree.check_link(&rel(p), target);
         assert_eq!(check("x", "a/b/f"), Ok(()));
         assert_eq!(check("a/x", "../a/b/l1/b/f"), Ok(()));
@@ -976,5 +991,21 @@ mod tests {
         assert!(err.is_refusal(), "{err}");
         let written = fs::metadata(dir.path().join("ws/liar")).map_or(0, |m| m.len());
         assert!(written <= 11, "{written} bytes written");
+    }
+
+    #[test]
+    fn refuses_two_entries_of_one_path() {
+        // Found by the fuzz target: the second link of a path used to stand
+        // for the first in the checks, while the first was created.
+        let (dir, result) = unpack(&[
+            E::Link("o-r-abc/m", "l/../../x"),
+            E::Link("o-r-abc/./l", "."),
+            E::Link("o-r-abc/l", "a/b"),
+        ]);
+        assert!(
+            matches!(&result, Err(WorkspaceError::UnsafeEntry { entry, reason }) if entry == "o-r-abc/l" && reason.contains("same path")),
+            "{result:?}"
+        );
+        assert!(!dir.path().join("ws").exists(), "nothing written");
     }
 }
