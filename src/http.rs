@@ -1,29 +1,40 @@
 //! The HTTP client shared by the forge client and the artifact store: a
 //! `ureq` agent that trusts Mozilla's roots (embedded, because build images
 //! often have no CA store) plus an optional private CA, and a retry loop with
-//! capped exponential backoff, full jitter and `Retry-After`. Network errors,
-//! 5xx and 429 are retried; other 4xx are final. HTTP error statuses become
+//! capped exponential backoff, full jitter, `Retry-After` and GitHub's rate
+//! limits, per the transport-free [`policy`]. Network errors, 5xx, 429 and
+//! rate limits are retried; other 4xx are final. HTTP error statuses become
 //! [`HttpError::Status`] carrying the server's own message (the `message`
 //! field of GitHub-style JSON errors, or a snippet of the body).
+
+pub mod policy;
 
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::Response;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
-use ureq::{Agent, Body};
+use ureq::{Agent, Body, RequestBuilder};
+
+pub use policy::{parse_retry_after, Decision, Failure, RetryPolicy};
+
+use crate::run::output::Masker;
 
 use crate::fsread::{self, FsReadError, Links};
 
 /// Most bytes of an error response read to find the server's message.
-const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// Most characters of a non-JSON error body quoted in an error.
 const SNIPPET_CHARS: usize = 200;
 
-/// Errors of HTTP requests and of setting up the client.
+/// A transport's error, whichever client carried the request.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of HTTP requests and of setting up the client, whichever
+/// transport carried them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The server answered with an error status.
@@ -35,17 +46,21 @@ pub enum HttpError {
         /// The server's own message (GitHub's `message` plus its `errors`),
         /// or a snippet of the body, or the reason phrase.
         message: String,
-        /// The `Retry-After` the server asked for, if any.
+        /// The wait the server asked for (`Retry-After`, or until its rate
+        /// limit resets), if any.
         retry_after: Option<Duration>,
+        /// GitHub's rate limit (a 403 or 429 that says when to come back).
+        rate_limited: bool,
     },
     /// The request did not get an answer: connection refused or reset,
-    /// timeout, name resolution failure. Retried.
+    /// timeout, name resolution failure. Retried. The source is the
+    /// transport's own error (ureq's, or reqwest's in the launcher).
     #[error("{method} {url}: network error: {source}")]
     Network {
         method: String,
         url: String,
         #[source]
-        source: ureq::Error,
+        source: BoxError,
     },
     /// The request cannot succeed by retrying: TLS verification failed, the
     /// URL is malformed, too many redirects.
@@ -54,7 +69,7 @@ pub enum HttpError {
         method: String,
         url: String,
         #[source]
-        source: ureq::Error,
+        source: BoxError,
     },
     /// A local file for the request (body source or download target) failed.
     #[error("{what} {}: {source}", path.display())]
@@ -85,6 +100,19 @@ pub enum HttpError {
         #[source]
         last: Box<HttpError>,
     },
+    /// The next wait would pass the request's time budget.
+    #[error(
+        "{last} (gave up after {attempts} attempt(s): waiting {:.0} s more would pass the {:.0} s budget)",
+        wanted.as_secs_f64(),
+        budget.as_secs_f64()
+    )]
+    OutOfTime {
+        attempts: u32,
+        wanted: Duration,
+        budget: Duration,
+        #[source]
+        last: Box<HttpError>,
+    },
 }
 
 impl HttpError {
@@ -97,48 +125,69 @@ impl HttpError {
             HttpError::Network {
                 method,
                 url,
-                source,
+                source: Box::new(source),
             }
         } else {
             HttpError::Request {
                 method,
                 url,
-                source,
+                source: Box::new(source),
             }
         }
     }
 
-    /// Whether another attempt may succeed.
+    /// Whether another attempt may succeed: network errors, 5xx, 429 and
+    /// rate limits.
     pub fn is_retryable(&self) -> bool {
         match self {
-            HttpError::Status { code, .. } => *code == 429 || (500..600).contains(code),
+            HttpError::Status {
+                code, rate_limited, ..
+            } => *rate_limited || *code == 429 || (500..600).contains(code),
             HttpError::Network { .. } => true,
             _ => false,
         }
     }
 
-    /// The HTTP status code, looking through [`HttpError::GaveUp`].
+    /// The last attempt's error, looking through the retry loop's wrappers.
+    pub fn last(&self) -> &HttpError {
+        match self {
+            HttpError::GaveUp { last, .. } | HttpError::OutOfTime { last, .. } => last.last(),
+            other => other,
+        }
+    }
+
+    /// The HTTP status code of the last attempt.
     pub fn status(&self) -> Option<u16> {
-        match self {
+        match self.last() {
             HttpError::Status { code, .. } => Some(*code),
-            HttpError::GaveUp { last, .. } => last.status(),
             _ => None,
         }
     }
 
-    /// The server's message of a status error, looking through
-    /// [`HttpError::GaveUp`].
+    /// The server's message of the last attempt's status error.
     pub fn server_message(&self) -> Option<&str> {
-        match self {
+        match self.last() {
             HttpError::Status { message, .. } => Some(message),
-            HttpError::GaveUp { last, .. } => last.server_message(),
             _ => None,
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
+    /// The wait the server asked for after the last attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.last() {
             HttpError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// How long the forge's rate limit holds, when the last attempt hit it.
+    pub fn rate_limit(&self) -> Option<Duration> {
+        match self.last() {
+            HttpError::Status {
+                rate_limited: true,
+                retry_after,
+                ..
+            } => Some(retry_after.unwrap_or(policy::MAX_WAIT)),
             _ => None,
         }
     }
@@ -160,145 +209,97 @@ fn is_transient(error: &ureq::Error) -> bool {
     )
 }
 
-/// How often and how patiently a request is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in total, the first included (at least 1).
-    pub max_attempts: u32,
-    /// Ceiling of the first backoff; doubles with each retry.
-    pub base_delay: Duration,
-    /// Cap of any single wait, `Retry-After` included.
-    pub max_delay: Duration,
-}
+/// Query parameters whose values are credentials: presigned-URL
+/// signatures (S3 `X-Amz-Signature`, `X-Amz-Credential`,
+/// `X-Amz-Security-Token`; GCS `X-Goog-Signature`; Azure SAS `sig`), tokens,
+/// keys and passwords. A parameter whose name (any case) contains one of
+/// [`SECRET_PARAM_PARTS`] or is one of [`SECRET_PARAMS`] is redacted.
+const SECRET_PARAM_PARTS: &[&str] = &[
+    "signature",
+    "token",
+    "credential",
+    "secret",
+    "password",
+    "passwd",
+    "apikey",
+    "api_key",
+    "access_key",
+    "private_key",
+    "session",
+];
+const SECRET_PARAMS: &[&str] = &["sig", "key", "code", "auth", "pass", "pwd"];
 
-impl Default for RetryPolicy {
-    /// Six attempts, 500 ms base, 30 s cap: about a minute of patience for
-    /// a forge or store that restarts.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    pub fn new(max_attempts: u32, base_delay: Duration, max_delay: Duration) -> Self {
-        RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            base_delay,
-            max_delay,
-        }
-    }
-
-    /// The upper bound of the jittered wait after failed attempt number
-    /// `retry` (0 for the wait after the first attempt):
-    /// `min(max_delay, base_delay * 2^retry)`.
-    pub fn backoff_ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        self.base_delay
-            .checked_mul(factor)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
-    }
-
-    /// The wait before the next attempt: the server's `Retry-After` when it
-    /// gave one, else a uniformly random duration up to
-    /// [`backoff_ceiling`](Self::backoff_ceiling) (full jitter); capped at
-    /// `max_delay` either way.
-    pub fn delay(
-        &self,
-        retry: u32,
-        retry_after: Option<Duration>,
-        rng: &mut fastrand::Rng,
-    ) -> Duration {
-        match retry_after {
-            Some(wait) => wait.min(self.max_delay),
-            None => {
-                let ceiling = self.backoff_ceiling(retry).as_millis() as u64;
-                Duration::from_millis(rng.u64(0..=ceiling))
+/// A URL safe to show: user info becomes `***`, the values of query
+/// parameters that carry credentials ([`SECRET_PARAM_PARTS`]) become `***`, and
+/// the fragment is dropped. Text that is not a URL is returned as it is,
+/// user info still redacted.
+pub fn redact_url(url: &str) -> String {
+    let (without_fragment, _) = url.split_once('#').unwrap_or((url, ""));
+    let (base, query) = match without_fragment.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (without_fragment, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => base.to_string(),
             }
         }
-    }
-}
-
-/// Parse a `Retry-After` value: delay seconds or an HTTP-date (RFC 9110
-/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`), measured from `now`.
-/// A date in the past means no wait; unparsable values are ignored.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Parse an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let mut parts = value.split_whitespace();
-    let _weekday = parts.next()?.strip_suffix(',')?;
-    let day: u32 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
+        None => base.to_string(),
     };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut clock = parts.next()?.split(':');
-    let hour: u64 = clock.next()?.parse().ok()?;
-    let minute: u64 = clock.next()?.parse().ok()?;
-    let second: u64 = clock.next()?.parse().ok()?;
-    if parts.next()? != "GMT" || parts.next().is_some() || clock.next().is_some() {
-        return None;
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+                _ if is_secret_param(param) => "***".to_string(),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if days < 0 {
-        return None;
-    }
-    let secs = days as u64 * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::from_secs(secs))
+    out
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+fn is_secret_param(name: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+    let lower = decoded.to_ascii_lowercase();
+    SECRET_PARAMS.contains(&lower.as_str())
+        || SECRET_PARAM_PARTS.iter().any(|part| lower.contains(part))
 }
 
-/// A URL safe to log: user info replaced by `***`, query string dropped
-/// (it may hold a signature).
-pub fn redact_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    let Some((scheme, rest)) = without_query.split_once("://") else {
-        return without_query.to_string();
+/// Whether a URL carries credentials: user info, or a query parameter
+/// that [`redact_url`] would hide. Such a URL is never a status link.
+pub fn has_credentials(url: &str) -> bool {
+    redact_url(url) != url.split_once('#').map_or(url, |(base, _)| base)
+}
+
+/// The secrets in a URL's user info, for the masker: the password, or
+/// the user name when there is no password (a token used as the user).
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-        None => without_query.to_string(),
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let secret = userinfo
+        .split_once(':')
+        .map_or(userinfo, |(_, password)| password);
+    if secret.is_empty() {
+        return Vec::new();
     }
+    let mut secrets = vec![secret.to_string()];
+    let decoded = percent_encoding::percent_decode_str(secret).decode_utf8_lossy();
+    if decoded != secret {
+        secrets.push(decoded.into_owned());
+    }
+    secrets
 }
 
 /// The shared HTTP client: one connection-pooling agent and a retry policy.
@@ -306,6 +307,8 @@ pub fn redact_url(url: &str) -> String {
 pub struct HttpClient {
     agent: Agent,
     policy: RetryPolicy,
+    /// Masks the build's secrets in what the retry loop logs.
+    masker: Masker,
 }
 
 impl fmt::Debug for HttpClient {
@@ -348,7 +351,14 @@ impl HttpClient {
         Ok(HttpClient {
             agent,
             policy: RetryPolicy::default(),
+            masker: Masker::default(),
         })
+    }
+
+    /// The same client masking these secrets in what it logs.
+    pub fn masking(mut self, masker: Masker) -> HttpClient {
+        self.masker = masker;
+        self
     }
 
     /// The same client with another retry policy.
@@ -366,39 +376,37 @@ impl HttpClient {
         &self.agent
     }
 
-    /// Run `attempt` until it succeeds, fails with a non-retryable error or
-    /// the policy's attempts are spent, sleeping per the policy in between.
-    /// Each call of `attempt` must build its request (and reopen its body
-    /// source) afresh. `method` and `url` name the request in logs.
+    /// Run `attempt` until it succeeds, fails with a non-retryable error,
+    /// the policy's attempts are spent or its budget would be passed,
+    /// sleeping per the policy in between. Each call of `attempt` must build
+    /// its request (and reopen its body source) afresh; its second argument
+    /// is the time left in the budget, to bound the request with
+    /// ([`within`]). `method` and `url` name the request in logs.
     pub fn retry<T>(
         &self,
         method: &str,
         url: &str,
-        mut attempt: impl FnMut(&Agent) -> Result<T, HttpError>,
+        mut attempt: impl FnMut(&Agent, Option<Duration>) -> Result<T, HttpError>,
     ) -> Result<T, HttpError> {
         let mut rng = fastrand::Rng::new();
+        let started = Instant::now();
         let mut tries = 0u32;
         loop {
             tries += 1;
-            let error = match attempt(&self.agent) {
+            let left = self.policy.left(started.elapsed());
+            let error = match attempt(&self.agent, left) {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if !error.is_retryable() {
-                return Err(error);
-            }
-            if tries >= self.policy.max_attempts {
-                return Err(HttpError::GaveUp {
-                    attempts: tries,
-                    last: Box::new(error),
-                });
-            }
-            let wait = self.policy.delay(tries - 1, error.retry_after(), &mut rng);
-            tracing::warn!(
-                "{method} {}: attempt {tries} of {} failed ({error}); retrying in {:.1} s",
-                redact_url(url),
-                self.policy.max_attempts,
-                wait.as_secs_f64()
+            let described = error.to_string();
+            let wait = next_wait(&self.policy, tries, error, started, &mut rng)?;
+            log_retry(
+                &self.masker,
+                (method, url),
+                tries,
+                &self.policy,
+                &described,
+                wait,
             );
             std::thread::sleep(wait);
         }
@@ -412,12 +420,72 @@ impl HttpClient {
         &self,
         method: &str,
         url: &str,
-        mut send: impl FnMut(&Agent) -> Result<Response<Body>, ureq::Error>,
+        mut send: impl FnMut(&Agent, Option<Duration>) -> Result<Response<Body>, ureq::Error>,
     ) -> Result<Response<Body>, HttpError> {
-        self.retry(method, url, |agent| {
-            let response = send(agent).map_err(|e| HttpError::from_ureq(method, url, e))?;
+        self.retry(method, url, |agent, left| {
+            let response = send(agent, left).map_err(|e| HttpError::from_ureq(method, url, e))?;
             check_status(method, url, response)
         })
+    }
+}
+
+/// After failed attempt number `tries` of a request begun at `started`:
+/// the wait before the next one, or the error to return (the attempt's own
+/// when it is final, wrapped when attempts or time ran out). Both clients'
+/// retry loops decide here.
+pub fn next_wait(
+    policy: &RetryPolicy,
+    tries: u32,
+    error: HttpError,
+    started: Instant,
+    rng: &mut fastrand::Rng,
+) -> Result<Duration, HttpError> {
+    let failure = Failure {
+        retryable: error.is_retryable(),
+        rate_limited: error.rate_limit().is_some(),
+        retry_after: error.retry_after(),
+    };
+    match policy.decide(tries, failure, started.elapsed(), rng) {
+        Decision::Retry(wait) => Ok(wait),
+        Decision::Final => Err(error),
+        Decision::Exhausted => Err(HttpError::GaveUp {
+            attempts: tries,
+            last: Box::new(error),
+        }),
+        Decision::OutOfTime { wanted } => Err(HttpError::OutOfTime {
+            attempts: tries,
+            wanted,
+            budget: policy.budget.unwrap_or_default(),
+            last: Box::new(error),
+        }),
+    }
+}
+
+/// The log line of a retry, masked.
+pub fn log_retry(
+    masker: &Masker,
+    (method, url): (&str, &str),
+    tries: u32,
+    policy: &RetryPolicy,
+    error: &str,
+    wait: Duration,
+) {
+    tracing::warn!(
+        "{}",
+        masker.mask_str(&format!(
+            "{method} {}: attempt {tries} of {} failed ({error}); retrying in {:.1} s",
+            redact_url(url),
+            policy.max_attempts,
+            wait.as_secs_f64()
+        ))
+    );
+}
+
+/// A request bounded to the time left in its budget, when there is one.
+pub fn within<B>(request: RequestBuilder<B>, left: Option<Duration>) -> RequestBuilder<B> {
+    match left {
+        Some(left) => request.config().timeout_global(Some(left)).build(),
+        None => request,
     }
 }
 
@@ -432,11 +500,12 @@ pub fn check_status(
     if status.as_u16() < 400 {
         return Ok(response);
     }
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let headers = response.headers();
+    let advice = policy::advise(
+        status.as_u16(),
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        SystemTime::now(),
+    );
     let mut body = Vec::new();
     // A body that cannot be read still leaves the status to report.
     let _ = response
@@ -451,7 +520,8 @@ pub fn check_status(
         url: redact_url(url),
         code: status.as_u16(),
         message,
-        retry_after,
+        retry_after: advice.retry_after,
+        rate_limited: advice.rate_limited,
     })
 }
 
@@ -565,74 +635,6 @@ fn load_pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, HttpE
 mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
-        RetryPolicy::new(6, Duration::from_millis(500), Duration::from_secs(30))
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let p = policy();
-        assert_eq!(p.backoff_ceiling(0), Duration::from_millis(500));
-        assert_eq!(p.backoff_ceiling(1), Duration::from_secs(1));
-        assert_eq!(p.backoff_ceiling(3), Duration::from_secs(4));
-        assert_eq!(p.backoff_ceiling(6), Duration::from_secs(30));
-        assert_eq!(p.backoff_ceiling(200), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn jittered_delay_stays_within_the_ceiling_and_varies() {
-        let p = policy();
-        let mut rng = fastrand::Rng::with_seed(7);
-        let delays: Vec<Duration> = (0..200).map(|_| p.delay(2, None, &mut rng)).collect();
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
-        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
-        assert!(distinct.len() > 50, "full jitter spreads the waits");
-    }
-
-    #[test]
-    fn retry_after_wins_and_is_capped() {
-        let p = policy();
-        let mut rng = fastrand::Rng::with_seed(1);
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(7)), &mut rng),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(3600)), &mut rng),
-            Duration::from_secs(30)
-        );
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_http_dates() {
-        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(
-            parse_retry_after("Sun, 06 Foo 1994 08:50:07 GMT", now),
-            None
-        );
-        assert_eq!(
-            parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", UNIX_EPOCH),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            parse_retry_after("Tue, 29 Feb 2000 00:00:00 GMT", UNIX_EPOCH),
-            Some(Duration::from_secs(951_782_400))
-        );
-    }
-
     #[test]
     fn github_messages_are_extracted() {
         let body = br#"{"message":"Validation Failed","errors":[{"resource":"Status","code":"custom","field":"state","message":"state is not included in the list"}],"documentation_url":"https://docs.github.com"}"#;
@@ -674,9 +676,34 @@ mod tests {
     #[test]
     fn urls_are_redacted_for_logs() {
         assert_eq!(
-            redact_url("https://user:pw@store.example/a/b?X-Sig=abc"),
-            "https://***@store.example/a/b"
+            redact_url("https://user:pw@store.example/a/b?X-Signature=abc"),
+            "https://***@store.example/a/b?X-Signature=***"
         );
+        assert_eq!(
+            redact_url(
+                "https://b.s3.amazonaws.com/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261206&X-Amz-Date=20261206T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=f00d"
+            ),
+            "https://b.s3.amazonaws.com/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***&X-Amz-Date=20261206T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=***"
+        );
+        assert_eq!(
+            redact_url(
+                "https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sp=w&sig=abc%2Bdef#frag"
+            ),
+            "https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sp=w&sig=***"
+        );
+        assert_eq!(
+            redact_url("https://x/p?access_token=t&page=2&TOKEN"),
+            "https://x/p?access_token=***&page=2&***"
+        );
+        assert!(has_credentials("http://u:p@h/x"));
+        assert!(has_credentials("https://h/x?Signature=1"));
+        assert!(!has_credentials("https://h/x?page=2#top"));
+        assert_eq!(
+            url_secrets("http://user:PASS%21word@h/x"),
+            ["PASS%21word", "PASS!word"]
+        );
+        assert_eq!(url_secrets("https://ghp_tok3n@h/x"), ["ghp_tok3n"]);
+        assert!(url_secrets("https://h/x?user:p@x").is_empty());
         assert_eq!(
             redact_url("http://127.0.0.1:80/repos/o/r"),
             "http://127.0.0.1:80/repos/o/r"
@@ -691,6 +718,7 @@ mod tests {
             code,
             message: String::new(),
             retry_after: None,
+            rate_limited: false,
         };
         assert!(status(500).is_retryable());
         assert!(status(503).is_retryable());
@@ -706,7 +734,7 @@ mod tests {
             .expect("client without extra CA")
             .with_retry_policy(RetryPolicy::new(3, Duration::ZERO, Duration::ZERO));
         let mut calls = 0;
-        let result: Result<(), HttpError> = client.retry("GET", "http://x/", |_| {
+        let result: Result<(), HttpError> = client.retry("GET", "http://x/", |_, _| {
             calls += 1;
             Err(HttpError::Status {
                 method: "GET".into(),
@@ -714,6 +742,7 @@ mod tests {
                 code: 503,
                 message: "down".into(),
                 retry_after: None,
+                rate_limited: false,
             })
         });
         assert_eq!(calls, 3);
@@ -722,7 +751,7 @@ mod tests {
         assert_eq!(error.status(), Some(503));
 
         let mut calls = 0;
-        let result: Result<(), HttpError> = client.retry("GET", "http://x/", |_| {
+        let result: Result<(), HttpError> = client.retry("GET", "http://x/", |_, _| {
             calls += 1;
             Err(HttpError::Status {
                 method: "GET".into(),
@@ -730,13 +759,14 @@ mod tests {
                 code: 404,
                 message: "Not Found".into(),
                 retry_after: None,
+                rate_limited: false,
             })
         });
         assert_eq!(calls, 1);
         assert_eq!(result.expect_err("404").status(), Some(404));
 
         let mut calls = 0;
-        let result = client.retry("GET", "http://x/", |_| {
+        let result = client.retry("GET", "http://x/", |_, _| {
             calls += 1;
             if calls < 2 {
                 Err(HttpError::Status {
@@ -745,6 +775,7 @@ mod tests {
                     code: 502,
                     message: String::new(),
                     retry_after: None,
+                    rate_limited: false,
                 })
             } else {
                 Ok(calls)

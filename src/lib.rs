@@ -15,6 +15,8 @@
 //!   blocking and within a size.
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - [`status`]: commit statuses as a build reports them.
+//! - [`services`]: sidecar services from inside the build (waiting for
+//!   their ports).
 //! - [`render`]: the one place an error becomes (masked) text.
 //! - [`build`]: one CI build end to end, from environment to final status.
 //! - [`local`]: the same build on a developer's machine (`forgexec run`)
@@ -25,6 +27,7 @@
 pub mod artifacts;
 pub mod build;
 pub mod cli;
+pub mod clock;
 pub mod exit;
 pub mod facts;
 pub mod forge;
@@ -37,6 +40,7 @@ pub mod local;
 pub mod render;
 pub mod run;
 pub mod secret;
+pub mod services;
 pub mod spec;
 pub mod status;
 pub mod workspace;

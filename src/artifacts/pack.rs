@@ -16,7 +16,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
@@ -123,47 +123,14 @@ fn entropy(data: &[u8]) -> f64 {
         .sum()
 }
 
-/// The zip timestamp of a modification time (UTC; 1980 for older or
-/// unknown times, the earliest zip can express).
+/// The zip timestamp of a modification time (UTC; 1980 for older, unknown
+/// or unrepresentable times, the earliest zip can express).
 fn zip_time(modified: Option<SystemTime>) -> DateTime {
-    let Some(secs) = modified
-        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-    else {
+    let Some(t) = modified.and_then(crate::clock::utc) else {
         return DateTime::default();
     };
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let (Ok(year), Ok(month), Ok(day)) =
-        (u16::try_from(year), u8::try_from(month), u8::try_from(day))
-    else {
-        return DateTime::default();
-    };
-    DateTime::from_date_and_time(
-        year,
-        month,
-        day,
-        (rem / 3600) as u8,
-        (rem % 3600 / 60) as u8,
-        (rem % 60) as u8,
-    )
-    .unwrap_or_default()
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
-/// algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    DateTime::from_date_and_time(t.year, t.month, t.day, t.hour, t.minute, t.second)
+        .unwrap_or_default()
 }
 
 /// Split `files` (in order) into contiguous chunks of similar weight.
@@ -475,6 +442,7 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn compressed_extensions_are_stored() {
@@ -517,9 +485,6 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         let t = zip_time(Some(
             UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200 + 3723),
         ));
@@ -535,6 +500,11 @@ mod tests {
             (2024, 1, 1, 1, 2, 2)
         );
         assert_eq!(zip_time(None), DateTime::default());
+        // A build can set any modification time: none breaks packing.
+        let far = UNIX_EPOCH + std::time::Duration::from_secs(400_000_000_000);
+        assert_eq!(zip_time(Some(far)), DateTime::default());
+        let before = UNIX_EPOCH - std::time::Duration::from_secs(1);
+        assert_eq!(zip_time(Some(before)), DateTime::default());
     }
 
     fn fake(sizes: &[u64]) -> Vec<ArtifactFile> {

@@ -156,16 +156,17 @@ impl ArtifactStore {
                 };
                 let checksum = hex::encode(digest);
                 let content_type = content_type(object_name);
-                http.retry("PUT", &url, |agent| {
+                http.retry("PUT", &url, |agent, left| {
                     let file = File::open(path).map_err(|source| HttpError::LocalIo {
                         what: "cannot read upload",
                         path: path.to_path_buf(),
                         source,
                     })?;
-                    let response = agent
+                    let request = agent
                         .put(&url)
                         .header("Content-Type", content_type)
-                        .header("X-Checksum-Sha256", checksum.as_str())
+                        .header("X-Checksum-Sha256", checksum.as_str());
+                    let response = crate::http::within(request, left)
                         .send(file)
                         .map_err(|e| HttpError::from_ureq("PUT", &url, e))?;
                     let response = crate::http::check_status("PUT", &url, response)?;
@@ -176,6 +177,7 @@ impl ArtifactStore {
                             code: response.status().as_u16(),
                             message: "unexpected answer to an upload (expected 2xx)".into(),
                             retry_after: None,
+                            rate_limited: false,
                         });
                     }
                     Ok(())

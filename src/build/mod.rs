@@ -26,6 +26,7 @@ use crate::run::cancel::Cancellation;
 use crate::run::output::{ConsoleMode, Masker, OutputSink};
 use crate::run::{format_duration, Runner, RunnerConfig, Stage, StageResult};
 use crate::secret::Secret;
+use crate::services::{self, ServiceWaitError};
 use crate::spec::{self, Command, Spec};
 use crate::status::StatusReporter;
 use plan::{ArtifactsPlan, BuildPlan, CommandPlan, StagePlan};
@@ -191,7 +192,8 @@ impl Build {
         cancel: Cancellation,
         image_env: Vec<(OsString, OsString)>,
     ) -> Self {
-        let console = Renderer::new(Masker::new(token.iter().map(Secret::expose)));
+        let known = known_secrets(&ctx, token.as_ref());
+        let console = Renderer::new(Masker::new(known.iter().map(String::as_str)));
         Build {
             ctx,
             token,
@@ -231,6 +233,7 @@ impl Build {
                 Err(_) => return self.stopped_before_start(BuildError::CaCert(Box::new(err))),
             },
         };
+        let http = http.masking(self.console.masker().clone());
         let forge = ForgeClient::new(&self.ctx.api_url, self.token.clone(), http.clone());
         let statuses = StatusReporter::start(
             self.ctx.status_url.clone().map(|url| (forge.clone(), url)),
@@ -322,10 +325,12 @@ impl Build {
             self.ctx.build_id
         ));
 
-        let results = self.run_stages(&spec, &commands, &sink, statuses);
+        let verdict = match self.wait_for_services(&spec, &sink, statuses) {
+            Some(stopped) => stopped,
+            None => self.verdict(&self.run_stages(&spec, &commands, &sink, statuses)),
+        };
         let publisher = Publisher::new(store, &self.ctx, scratch.path());
-        let verdict =
-            self.collect_artifacts(self.verdict(&results), &spec, &publisher, &sink, statuses);
+        let verdict = self.collect_artifacts(verdict, &spec, &publisher, &sink, statuses);
         sink.line(&format!(
             "==> {}: {} (build took {})",
             verdict.state().as_str(),
@@ -344,6 +349,51 @@ impl Build {
                     verdict.unless_passed_then(BuildError::LogUpload(Box::new(err))),
                     None,
                 )
+            }
+        }
+    }
+
+    /// Before the first command: waits for the sidecar services' ports.
+    /// Returns the verdict when they did not come up.
+    fn wait_for_services(
+        &self,
+        spec: &Spec,
+        sink: &OutputSink,
+        statuses: &StatusReporter,
+    ) -> Option<Verdict> {
+        let commands_run = self.options.stages.setup || self.options.stages.test;
+        if !commands_run || !services::any_ports(&spec.services) {
+            return None;
+        }
+        let awaited = services::describe(&spec.services);
+        if self.options.progress.is_some() {
+            // Off CI nothing starts them: say what is expected where.
+            sink.console_line(&format!(
+                "forgexec: .forge.yml declares services ({}); nothing starts them here: waiting for them on 127.0.0.1",
+                spec.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        statuses.pending(format!("waiting for services: {awaited}"));
+        sink.line(&format!("==> waiting for services: {awaited}"));
+        match services::wait_until_ready(
+            &spec.services,
+            &self.cancel,
+            services::accepts_connections,
+        ) {
+            Ok(waited) => {
+                sink.line(&format!(
+                    "==> services ready after {}",
+                    format_duration(waited)
+                ));
+                None
+            }
+            Err(ServiceWaitError::Cancelled(signal)) => Some(Verdict::Cancelled {
+                signal,
+                during: Some("the wait for services".to_string()),
+            }),
+            Err(err) => {
+                sink.line(&format!("==> {err}"));
+                Some(Verdict::Stopped(BuildError::ServiceNotReady(err)))
             }
         }
     }
@@ -537,6 +587,7 @@ impl Build {
             build_timeout: spec.timeout,
             environment,
             removed: facts::CREDENTIAL_VARS.to_vec(),
+            services: spec.services.iter().map(services::summary).collect(),
             stages,
             artifacts: self
                 .options
@@ -560,7 +611,8 @@ impl Build {
             destination: self
                 .ctx
                 .artifacts_url
-                .clone()
+                .as_deref()
+                .map(crate::http::redact_url)
                 .unwrap_or_else(|| "nowhere (FORGE_ARTIFACTS_URL unset)".into()),
         }
     }
@@ -608,9 +660,10 @@ impl Build {
             })
     }
 
-    /// The token and the values of the variables the spec marks secret.
+    /// The token, the credentials in the build's URLs and the values of
+    /// the variables the spec marks secret.
     fn secret_values(&self, spec: &Spec) -> Vec<String> {
-        let mut values: Vec<String> = self.token.iter().map(|t| t.expose().to_string()).collect();
+        let mut values = known_secrets(&self.ctx, self.token.as_ref());
         for name in &spec.secrets {
             let from_image = self
                 .image_env
@@ -661,6 +714,22 @@ impl Build {
             }
         }
     }
+}
+
+/// The secrets a build knows before its spec: the token and the
+/// credentials in the URLs it was given (`http://user:PASSWORD@host`).
+fn known_secrets(ctx: &BuildContext, token: Option<&Secret>) -> Vec<String> {
+    let mut secrets: Vec<String> = token.iter().map(|t| t.expose().to_string()).collect();
+    let urls = [
+        &ctx.artifacts_url,
+        &ctx.status_url,
+        &ctx.target_url,
+        &Some(ctx.api_url.clone()),
+    ];
+    for url in urls.into_iter().flatten() {
+        secrets.extend(crate::http::url_secrets(url));
+    }
+    secrets
 }
 
 /// A value as `--list` shows it: the values of `secrets:` are masked even

@@ -78,19 +78,30 @@ impl Publisher {
                     &zip_path,
                     summary.sha256,
                 )?;
-                sink.line(&format!("==> [artifacts] uploaded to {url}"));
+                sink.line(&format!(
+                    "==> [artifacts] uploaded to {}",
+                    crate::http::redact_url(&url)
+                ));
             }
         }
         Ok(())
     }
 
     /// Uploads the finished build log; returns its URL when it is a web
-    /// link (for the final status), `None` without a store.
+    /// link that carries no credentials (for the final status, which is
+    /// public), `None` without a store.
     pub fn log(&self, log_path: &Path) -> Result<Option<String>, ArtifactError> {
         let Some(store) = &self.store else {
             return Ok(None);
         };
         let url = store.put_file(&format!("{}/build.log", self.prefix), log_path)?;
+        if crate::http::has_credentials(&url) {
+            tracing::info!(
+                "the build log at {} is not linked from the status: its URL carries credentials",
+                crate::http::redact_url(&url)
+            );
+            return Ok(None);
+        }
         Ok(Some(url).filter(|u| u.starts_with("http")))
     }
 }

@@ -47,6 +47,8 @@ pub enum BuildError {
     LogUpload(#[source] Box<ArtifactError>),
     #[error("FORGE_CA_CERT: {0}")]
     CaCert(#[source] Box<HttpError>),
+    #[error("{0}")]
+    ServiceNotReady(#[source] crate::services::ServiceWaitError),
 }
 
 impl BuildError {

@@ -67,6 +67,9 @@ pub struct BuildContext {
     pub artifacts_url: Option<String>,
     pub build_id: BuildId,
     pub grace: Duration,
+    /// `FORGE_INSECURE_HTTP`: the token may go over plain HTTP to a host
+    /// that is not a loopback address.
+    pub insecure_http: bool,
     /// How much the source zipball may unpack to.
     pub unpack_limits: UnpackLimits,
     /// Where the token comes from; read (and a container's token file
@@ -224,12 +227,36 @@ pub fn default_status_url(api_url: &str, owner: &str, repo: &str, sha: &str) -> 
     )
 }
 
-/// Seconds (`10`) or a humantime duration (`10s`, `1m30s`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+/// Why a duration's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration")]
+    NotADuration(String),
+    #[error("`{text}` is not a duration: unknown unit `{unit}`")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
+/// Seconds (`10`) or a humantime duration (`10s`, `1m30s`), surrounding
+/// blanks ignored. The one parser of durations, for variables and
+/// `.forge.yml` alike.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return trimmed
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| DurationError::TooLarge(text.to_string()));
     }
-    humantime::parse_duration(text).ok()
+    humantime::parse_duration(trimmed).map_err(|err| match err {
+        humantime::DurationError::UnknownUnit { unit, .. } => DurationError::UnknownUnit {
+            text: text.to_string(),
+            unit,
+        },
+        humantime::DurationError::NumberOverflow => DurationError::TooLarge(text.to_string()),
+        _ => DurationError::NotADuration(text.to_string()),
+    })
 }
 
 /// Bytes (`1000000`) or a size with a binary unit (`512MiB`, `16GiB`; `K`,
@@ -318,6 +345,44 @@ pub fn validate(
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| DEFAULT_API_URL.to_string());
     let artifacts_url = check.artifacts_url(&raw.artifacts_url);
+    let insecure_http = match raw.insecure_http.as_deref() {
+        None | Some("0" | "false" | "no") => false,
+        Some("1" | "true" | "yes") => true,
+        Some(text) => {
+            check.problem(
+                var::INSECURE_HTTP,
+                format!("`{text}` is not `1` or `0`"),
+                "set it to `1` to send the token over plain http:// (only on a network you trust), or unset it",
+            );
+            false
+        }
+    };
+    if !insecure_http {
+        let carriers = [
+            (var::API_URL, raw.api_url.as_deref(), "the token"),
+            (var::STATUS_URL, raw.status_url.as_deref(), "the token"),
+            (
+                var::ARTIFACTS_URL,
+                raw.artifacts_url.as_deref().filter(|u| url_has_userinfo(u)),
+                "its password",
+            ),
+        ];
+        for (variable, url, what) in carriers {
+            if let Some(url) = url.filter(|u| is_cleartext_remote(u)) {
+                check.problem(
+                    variable,
+                    format!(
+                        "`{}` is plain http:// to a host that is not this machine: {what} would cross the network unencrypted",
+                        crate::http::redact_url(url)
+                    ),
+                    format!(
+                        "use https://, or set {}=1 to allow plain HTTP (only on a network you trust)",
+                        var::INSECURE_HTTP
+                    ),
+                );
+            }
+        }
+    }
     let ca_cert = raw.ca_cert.as_ref().map(PathBuf::from);
     if let Some(path) = &ca_cert {
         if !file_exists(path) {
@@ -346,10 +411,10 @@ pub fn validate(
     };
     let grace = match raw.grace.as_deref() {
         None => DEFAULT_GRACE,
-        Some(text) => parse_duration(text).unwrap_or_else(|| {
+        Some(text) => parse_duration(text).unwrap_or_else(|err| {
             check.problem(
                 var::GRACE,
-                format!("`{text}` is not a duration"),
+                err.to_string(),
                 "give seconds or a duration such as `10s`, `1m`",
             );
             DEFAULT_GRACE
@@ -410,6 +475,7 @@ pub fn validate(
         artifacts_url,
         build_id,
         grace,
+        insecure_http,
         unpack_limits,
         token_source,
     })
@@ -566,6 +632,36 @@ impl Checker {
     }
 }
 
+/// An `http://` URL whose host is not a loopback address (`localhost`,
+/// `127.0.0.0/8`, `::1`): what is sent to it crosses a network in clear.
+fn is_cleartext_remote(url: &str) -> bool {
+    let Some(rest) = strip_prefix_ignore_case(url, "http://") else {
+        return false;
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// Whether a URL has user info (`scheme://user:password@host`).
+fn url_has_userinfo(url: &str) -> bool {
+    !crate::http::url_secrets(url).is_empty()
+}
+
 fn is_http_url(text: &str) -> bool {
     let rest = text
         .strip_prefix("https://")
@@ -634,6 +730,7 @@ impl BuildContext {
             artifacts_url: self.artifacts_url.clone(),
             build_id: Some(self.build_id.to_string()),
             grace: (self.grace != DEFAULT_GRACE).then(|| format!("{}s", self.grace.as_secs())),
+            insecure_http: self.insecure_http.then(|| "1".to_string()),
             unpack_max_bytes: (self.unpack_limits.max_bytes != UnpackLimits::DEFAULT.max_bytes)
                 .then(|| self.unpack_limits.max_bytes.to_string()),
             unpack_max_entries: (self.unpack_limits.max_entries

@@ -66,6 +66,8 @@ raw_facts! {
     artifacts_url => ARTIFACTS_URL = "FORGE_ARTIFACTS_URL",
     build_id => BUILD_ID = "FORGE_BUILD_ID",
     grace => GRACE = "FORGE_GRACE",
+    /// `1`: the token may go to a non-loopback `http://` forge.
+    insecure_http => INSECURE_HTTP = "FORGE_INSECURE_HTTP",
     /// Unpacking limits of the source zipball (docs/environment.md, "Limits").
     unpack_max_bytes => UNPACK_MAX_BYTES = "FORGE_UNPACK_MAX_BYTES",
     unpack_max_entries => UNPACK_MAX_ENTRIES = "FORGE_UNPACK_MAX_ENTRIES",
@@ -171,6 +173,6 @@ mod tests {
         for name in var::ALL {
             assert!(raw.slot(name).is_some(), "{name}");
         }
-        assert_eq!(var::ALL.len(), 21);
+        assert_eq!(var::ALL.len(), 22);
     }
 }

@@ -195,6 +195,57 @@ fn an_invalid_environment_can_still_report_where_its_status_goes() {
 }
 
 #[test]
+fn the_token_never_goes_to_a_remote_host_over_plain_http() {
+    let mut pairs = base();
+    pairs.push(("FORGE_API_URL", "http://forge.example/api/v3"));
+    pairs.push((
+        "FORGE_STATUS_URL",
+        "http://forge.example/api/v3/repos/o/r/statuses/abc",
+    ));
+    pairs.push((
+        "FORGE_ARTIFACTS_URL",
+        "http://user:PASSWORD@store.example/b",
+    ));
+    let err = container(&pairs).unwrap_err();
+    let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        names,
+        ["FORGE_API_URL", "FORGE_STATUS_URL", "FORGE_ARTIFACTS_URL"]
+    );
+    let text = err.to_string();
+    assert!(text.contains("FORGE_INSECURE_HTTP=1"), "{text}");
+    assert!(text.contains("unencrypted"), "{text}");
+    assert!(!text.contains("PASSWORD"), "{text}");
+
+    pairs.push(("FORGE_INSECURE_HTTP", "1"));
+    let ctx = container(&pairs).unwrap();
+    assert!(ctx.insecure_http);
+    assert!(ctx
+        .to_vars()
+        .contains(&("FORGE_INSECURE_HTTP", "1".to_string())));
+
+    for local in [
+        "http://127.0.0.1:8080",
+        "http://localhost/api",
+        "http://[::1]:99",
+        "http://127.1.2.3",
+        "https://forge.example",
+    ] {
+        let mut pairs = base();
+        pairs.push(("FORGE_API_URL", local));
+        assert!(container(&pairs).is_ok(), "{local}");
+    }
+    let mut pairs = base();
+    pairs.push(("FORGE_ARTIFACTS_URL", "http://store.example/b"));
+    assert!(container(&pairs).is_ok(), "no credential, no refusal");
+    pairs.push(("FORGE_INSECURE_HTTP", "maybe"));
+    assert_eq!(
+        container(&pairs).unwrap_err().problems[0].variable,
+        "FORGE_INSECURE_HTTP"
+    );
+}
+
+#[test]
 fn a_token_file_that_is_a_link_is_refused_and_left_alone() {
     // Deleting the link would leave the token it points to readable by
     // the build: the build does not run instead.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::http::{check_status, HttpClient, HttpError};
+use crate::http::{check_status, within, HttpClient, HttpError, RetryPolicy};
 use crate::secret::Secret;
 use crate::workspace::{unpack_zip, UnpackLimits, UnpackSummary, WorkspaceError};
 
@@ -44,6 +44,31 @@ pub enum ForgeError {
         value: String,
         reason: &'static str,
     },
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[source] crate::http::BoxError),
+    /// A contents-API answer that does not hold the file.
+    #[error("GET {url}: {problem}")]
+    Contents {
+        /// Redacted.
+        url: String,
+        problem: ContentsProblem,
+    },
+}
+
+/// What is wrong with a contents-API answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentsProblem {
+    #[error("the answer is not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the answer has no `content`")]
+    NoContent,
+    #[error("the content is not valid base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("unsupported content encoding {0:?}")]
+    Encoding(String),
+    #[error("the file is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl ForgeError {
@@ -51,6 +76,14 @@ impl ForgeError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ForgeError::Http(error) => error.status(),
+            _ => None,
+        }
+    }
+
+    /// How long the forge's rate limit holds, when this error is one.
+    pub fn rate_limit(&self) -> Option<std::time::Duration> {
+        match self {
+            ForgeError::Http(error) => error.rate_limit(),
             _ => None,
         }
     }
@@ -117,19 +150,42 @@ impl CommitStatus {
     }
 }
 
-/// At most [`MAX_DESCRIPTION_CHARS`] characters; when cut, the last one is
+/// At most [`MAX_DESCRIPTION_CHARS`] characters. A description that is too
+/// long keeps its end (`exited 2`, `timed out after 10m0s`): the longest
+/// `` `quoted` `` part (the command) is shortened, ending in `…`; without
+/// one that can give enough, the text is cut at the end, the last character
 /// `…`. Line breaks become spaces (the forge shows one line).
 pub fn truncate_description(text: &str) -> String {
-    let text: String = text
+    let chars: Vec<char> = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if text.chars().count() <= MAX_DESCRIPTION_CHARS {
-        return text;
+    if chars.len() <= MAX_DESCRIPTION_CHARS {
+        return chars.into_iter().collect();
     }
-    let mut cut: String = text.chars().take(MAX_DESCRIPTION_CHARS - 1).collect();
+    let excess = chars.len() - MAX_DESCRIPTION_CHARS;
+    if let Some((start, end)) = longest_quoted(&chars) {
+        // Keep at least one character of the quoted text, then `…`.
+        if end - start > excess + 1 {
+            let keep = end - start - excess - 1;
+            let mut out: String = chars[..start + keep].iter().collect();
+            out.push('…');
+            out.extend(&chars[end..]);
+            return out;
+        }
+    }
+    let mut cut: String = chars[..MAX_DESCRIPTION_CHARS - 1].iter().collect();
     cut.push('…');
     cut
+}
+
+/// The character range inside the longest pair of backquotes.
+fn longest_quoted(chars: &[char]) -> Option<(usize, usize)> {
+    let ticks: Vec<usize> = (0..chars.len()).filter(|&i| chars[i] == '`').collect();
+    ticks
+        .chunks_exact(2)
+        .map(|pair| (pair[0] + 1, pair[1]))
+        .max_by_key(|(start, end)| end - start)
 }
 
 /// A client of one forge API.
@@ -148,6 +204,14 @@ impl ForgeClient {
             api_url: api_url.trim_end_matches('/').to_string(),
             token,
             http,
+        }
+    }
+
+    /// The same client retrying per `policy`.
+    pub fn with_retry_policy(&self, policy: RetryPolicy) -> ForgeClient {
+        ForgeClient {
+            http: self.http.clone().with_retry_policy(policy),
+            ..self.clone()
         }
     }
 
@@ -173,7 +237,7 @@ impl ForgeClient {
             }
         })?;
         let auth = self.authorization();
-        self.http.send("POST", statuses_url, |agent| {
+        self.http.send("POST", statuses_url, |agent, left| {
             let mut request = agent
                 .post(statuses_url)
                 .header("Accept", "application/vnd.github+json")
@@ -181,7 +245,7 @@ impl ForgeClient {
             if let Some(auth) = &auth {
                 request = request.header("Authorization", auth);
             }
-            request.send(&body[..])
+            within(request, left).send(&body[..])
         })?;
         tracing::debug!("posted status {} for {}", status.state, status.context);
         Ok(())
@@ -210,7 +274,7 @@ impl ForgeClient {
                 source,
             })?;
         let auth = self.authorization();
-        let bytes = self.http.retry("GET", &url, |agent| {
+        let bytes = self.http.retry("GET", &url, |agent, left| {
             let local = |source| HttpError::LocalIo {
                 what: "cannot write the zipball to a temporary file in",
                 path: temp_dir.clone(),
@@ -224,7 +288,7 @@ impl ForgeClient {
             if let Some(auth) = &auth {
                 request = request.header("Authorization", auth);
             }
-            let response = request
+            let response = within(request, left)
                 .call()
                 .map_err(|e| HttpError::from_ureq("GET", &url, e))?;
             let response = check_status("GET", &url, response)?;
@@ -338,6 +402,24 @@ mod tests {
         let cut = truncate_description(&emoji);
         assert_eq!(cut.chars().count(), 140);
         assert!(cut.len() > 140, "bytes exceed chars: counted in chars");
+    }
+
+    #[test]
+    fn a_long_command_is_shortened_and_the_outcome_kept() {
+        let command = format!("make {}", "very-long-target ".repeat(20));
+        let text = format!("test: `{}` exited 2", command.trim());
+        let cut = truncate_description(&text);
+        assert_eq!(cut.chars().count(), MAX_DESCRIPTION_CHARS, "{cut}");
+        assert!(cut.starts_with("test: `make very-long-target"), "{cut}");
+        assert!(cut.ends_with("…` exited 2"), "{cut}");
+        let timed_out = format!("setup: `{}` timed out after 10m0s", "x".repeat(300));
+        let cut = truncate_description(&timed_out);
+        assert!(cut.ends_with("…` timed out after 10m0s"), "{cut}");
+        assert_eq!(cut.chars().count(), MAX_DESCRIPTION_CHARS);
+        // A quoted part too short to give enough: the end is cut.
+        let plain = format!("`ab` {}", "y".repeat(200));
+        let cut = truncate_description(&plain);
+        assert!(cut.starts_with("`ab` yyy") && cut.ends_with('…'), "{cut}");
     }
 
     #[test]

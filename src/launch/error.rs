@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::exit;
 use crate::facts::FactsError;
+use crate::forge::ForgeError;
 use crate::local::git::GitError;
 use crate::spec::SpecError;
 
@@ -71,12 +72,20 @@ pub enum LaunchError {
     #[error("{label}: the .forge.yml has no `image:`; add the image to build in, e.g. `image: rust:1.85`")]
     NoImage { label: String },
     #[error("forge API: {0}")]
-    Forge(String),
+    Forge(#[source] Box<ForgeError>),
+    /// The GitHub App's credentials (`forge-launch serve`).
+    #[error(transparent)]
+    App(#[from] super::serve::app::AppError),
     /// A Docker API call failed; `message` is the daemon's own message.
     #[error("docker: {action}: {message}")]
     Docker { action: String, message: String },
     #[error("the build task of service {service} failed: {err}")]
-    TaskFailed { service: String, err: String },
+    TaskFailed {
+        service: String,
+        /// The node's hostname (or id) the task was on, if placed.
+        node: String,
+        err: String,
+    },
     #[error("timed out after {seconds}s waiting for the build task of service {service} to be placed (last state: {state}); raise --start-timeout or check `docker service ps {service}`")]
     TaskTimeout {
         service: String,
@@ -112,6 +121,12 @@ impl From<crate::fsread::FsReadError> for LaunchError {
     }
 }
 
+impl From<ForgeError> for LaunchError {
+    fn from(err: ForgeError) -> Self {
+        LaunchError::Forge(Box::new(err))
+    }
+}
+
 impl LaunchError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
@@ -132,6 +147,24 @@ impl LaunchError {
             LaunchError::Binary(e) => e.exit_code(),
             _ => exit::INFRASTRUCTURE,
         }
+    }
+
+    /// The common causes said plainly, for a commit status's few words
+    /// (`None`: the error as it is).
+    pub fn plain_cause(&self) -> Option<String> {
+        let LaunchError::TaskFailed { node, err, .. } = self else {
+            return None;
+        };
+        let image = err.split("No such image: ").nth(1)?;
+        let on = if node.is_empty() {
+            String::new()
+        } else {
+            format!(" on {node}")
+        };
+        Some(format!(
+            "image `{}` not found{on} (No such image)",
+            image.trim()
+        ))
     }
 
     /// Wraps a bollard error, keeping the daemon's message verbatim.
@@ -183,4 +216,24 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_image_is_said_plainly_in_a_status() {
+        let err = LaunchError::TaskFailed {
+            service: "forge-o-r-1-x".into(),
+            node: "node-2".into(),
+            err: "No such image: ghcr.io/x/y:1".into(),
+        };
+        assert_eq!(
+            err.plain_cause().unwrap(),
+            "image `ghcr.io/x/y:1` not found on node-2 (No such image)"
+        );
+        // the full error keeps Docker's words
+        assert!(err.to_string().contains("No such image: ghcr.io/x/y:1"));
+    }
 }

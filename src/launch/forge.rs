@@ -1,28 +1,34 @@
-//! The launcher's forge API client (reqwest, rustls): download the
-//! `.forge.yml` at the head commit through the contents API and post the
-//! `error` statuses of builds that never reached forgexec.
+//! The launcher's forge client: download the `.forge.yml` at the head
+//! commit through the contents API and post the `error` statuses of builds
+//! that never reached forgexec. reqwest (rustls, async) carries the
+//! requests; everything else is the executor's, so a forge behaves the same
+//! to both binaries: the retry policy, `Retry-After` and GitHub's rate
+//! limits ([`crate::http::policy`], [`crate::http::next_wait`]), the errors
+//! ([`HttpError`] inside [`ForgeError`]), the forge's messages
+//! ([`crate::http::error_message`]) and the statuses ([`CommitStatus`]).
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine;
 use serde_json::Value;
 
 pub use crate::forge::{CommitStatus, StatusState};
-
-use super::LaunchError;
+use crate::forge::{ContentsProblem, ForgeError};
+use crate::http::policy::{advise, RetryPolicy, FINAL_STATUS_BUDGET};
+use crate::http::{error_message, log_retry, next_wait, redact_url, HttpError};
+use crate::run::output::Masker;
 use crate::secret::Secret;
 
-/// forgexec's default `FORGE_API_URL`.
-pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// Most bytes of a `.forge.yml` answer read: the file's own limit, in
+/// base64 with GitHub's line breaks.
+const SPEC_ANSWER_LIMIT: usize = 2 * crate::spec::MAX_FILE_BYTES;
 
-/// The commit status context of an action, as forgexec posts it.
-pub fn status_context(action: &str) -> String {
-    format!("forge/{action}")
-}
-
-/// A small client for the GitHub-compatible forge API.
+/// A client for the GitHub-compatible forge API.
 pub struct Forge {
     http: reqwest::Client,
     token: Option<Secret>,
+    masker: Masker,
 }
 
 /// Outcome of a spec download that reached the server.
@@ -34,20 +40,24 @@ pub enum SpecFetch {
 }
 
 impl Forge {
-    pub fn new(token: Option<Secret>) -> Result<Self, LaunchError> {
+    pub fn new(token: Option<Secret>) -> Result<Self, ForgeError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("forge-launch/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| LaunchError::Forge(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Forge { http, token })
+            .map_err(|e| ForgeError::Client(Box::new(e)))?;
+        let masker = Masker::new(token.iter().map(Secret::expose));
+        Ok(Forge {
+            http,
+            token,
+            masker,
+        })
     }
 
-    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(token) => req.bearer_auth(token.expose()),
-            None => req,
-        }
+    /// Masks the token (and its encoded forms).
+    pub fn masker(&self) -> &Masker {
+        &self.masker
     }
 
     /// `GET {api}/repos/{owner}/{repo}/contents/.forge.yml?ref={sha}`; takes
@@ -58,112 +68,244 @@ impl Forge {
         owner: &str,
         repo: &str,
         sha: &str,
-    ) -> Result<SpecFetch, LaunchError> {
+    ) -> Result<SpecFetch, ForgeError> {
         let url = format!(
             "{}/repos/{owner}/{repo}/contents/.forge.yml?ref={sha}",
             api_url.trim_end_matches('/')
         );
-        let resp = self
-            .auth(self.http.get(&url))
-            .header("Accept", "application/vnd.github.raw")
-            .send()
-            .await
-            .map_err(|e| LaunchError::Forge(format!("GET {url}: {e}")))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(SpecFetch::Missing);
-        }
-        let is_json = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("json"));
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| LaunchError::Forge(format!("GET {url}: reading the body: {e}")))?;
-        if !status.is_success() {
-            return Err(LaunchError::Forge(format!(
-                "GET {url}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            )));
+        let url = url.as_str();
+        let answer = self
+            .retry("GET", url, RetryPolicy::default(), |left| async move {
+                let request = self
+                    .request(reqwest::Method::GET, url, left)
+                    .header("Accept", "application/vnd.github.raw");
+                let response = self.send("GET", url, request).await?;
+                let is_json = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("json"));
+                let body = read_bounded(response, SPEC_ANSWER_LIMIT + 1)
+                    .await
+                    .map_err(|e| transport_error("GET", url, e))?;
+                Ok((is_json, body))
+            })
+            .await;
+        let (is_json, body) = match answer {
+            Ok(answer) => answer,
+            Err(err) if err.status() == Some(404) => return Ok(SpecFetch::Missing),
+            Err(err) => return Err(ForgeError::Http(err)),
+        };
+        let contents = |problem| ForgeError::Contents {
+            url: redact_url(url),
+            problem,
+        };
+        if body.len() > SPEC_ANSWER_LIMIT {
+            return Err(contents(ContentsProblem::TooLarge {
+                limit: SPEC_ANSWER_LIMIT,
+            }));
         }
         if is_json {
             return decode_contents_json(&body)
                 .map(SpecFetch::Found)
-                .map_err(|reason| LaunchError::Forge(format!("GET {url}: {reason}")));
+                .map_err(contents);
         }
-        Ok(SpecFetch::Found(body.to_vec()))
+        Ok(SpecFetch::Found(body))
     }
 
-    /// Posts a commit status (the same JSON forgexec posts).
+    /// Posts a commit status (the same JSON forgexec posts), retried within
+    /// the final status's budget; a `target_url` that carries credentials
+    /// is left out.
     pub async fn post_status(
         &self,
         status_url: &str,
         status: &CommitStatus,
-    ) -> Result<(), LaunchError> {
-        let resp = self
-            .auth(self.http.post(status_url))
-            .header("Accept", "application/vnd.github+json")
-            .json(status)
+    ) -> Result<(), ForgeError> {
+        let mut status = status.clone();
+        status.target_url = status
+            .target_url
+            .filter(|url| !crate::http::has_credentials(url));
+        let body = serde_json::to_vec(&status).map_err(|e| ForgeError::Client(Box::new(e)))?;
+        let policy = RetryPolicy::for_status(FINAL_STATUS_BUDGET);
+        self.retry("POST", status_url, policy, |left| {
+            let body = body.clone();
+            async move {
+                let request = self
+                    .request(reqwest::Method::POST, status_url, left)
+                    .header("Accept", "application/vnd.github+json")
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body);
+                self.send("POST", status_url, request).await.map(drop)
+            }
+        })
+        .await
+        .map_err(ForgeError::Http)
+    }
+
+    /// A request with the token, bounded to the time left in its budget.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        left: Option<Duration>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        if let Some(left) = left {
+            request = request.timeout(left);
+        }
+        request
+    }
+
+    /// Sends one request; an error status becomes [`HttpError::Status`]
+    /// with the forge's message and its `Retry-After` or rate limit.
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, HttpError> {
+        let response = request
             .send()
             .await
-            .map_err(|e| LaunchError::Forge(format!("POST {status_url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(LaunchError::Forge(format!(
-                "POST {status_url}: HTTP {}",
-                resp.status()
-            )));
+            .map_err(|e| transport_error(method, url, e))?;
+        let code = response.status();
+        if code.as_u16() < 400 {
+            return Ok(response);
         }
-        Ok(())
+        let advice = {
+            let headers = response.headers();
+            advise(
+                code.as_u16(),
+                |name| headers.get(name).and_then(|v| v.to_str().ok()),
+                SystemTime::now(),
+            )
+        };
+        // A body that cannot be read still leaves the status to report.
+        let body = read_bounded(response, crate::http::ERROR_BODY_LIMIT as usize)
+            .await
+            .unwrap_or_default();
+        Err(HttpError::Status {
+            method: method.to_string(),
+            url: redact_url(url),
+            code: code.as_u16(),
+            message: error_message(&body)
+                .unwrap_or_else(|| code.canonical_reason().unwrap_or("").to_string()),
+            retry_after: advice.retry_after,
+            rate_limited: advice.rate_limited,
+        })
+    }
+
+    /// The executor's retry loop, on tokio's clock.
+    async fn retry<T, F, Fut>(
+        &self,
+        method: &str,
+        url: &str,
+        policy: RetryPolicy,
+        mut attempt: F,
+    ) -> Result<T, HttpError>
+    where
+        F: FnMut(Option<Duration>) -> Fut,
+        Fut: Future<Output = Result<T, HttpError>>,
+    {
+        let mut rng = fastrand::Rng::new();
+        let started = Instant::now();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let error = match attempt(policy.left(started.elapsed())).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let described = error.to_string();
+            let wait = next_wait(&policy, tries, error, started, &mut rng)?;
+            log_retry(
+                &self.masker,
+                (method, url),
+                tries,
+                &policy,
+                &described,
+                wait,
+            );
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
-/// The file content of a contents-API JSON answer.
-fn decode_contents_json(body: &[u8]) -> Result<Vec<u8>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+/// A reqwest error as a retryable [`HttpError::Network`] or a final
+/// [`HttpError::Request`] (TLS verification, a malformed URL, redirects),
+/// without the URL reqwest would quote (it may carry credentials).
+fn transport_error(method: &str, url: &str, error: reqwest::Error) -> HttpError {
+    let tls = {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut found = false;
+        while let Some(err) = cause {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                found |= io.kind() == std::io::ErrorKind::InvalidData;
+            }
+            cause = err.source();
+        }
+        found
+    };
+    let transient =
+        !tls && (error.is_timeout() || error.is_connect() || error.is_body() || error.is_request());
+    let method = method.to_string();
+    let url = redact_url(url);
+    let source = Box::new(error.without_url());
+    if transient {
+        HttpError::Network {
+            method,
+            url,
+            source,
+        }
+    } else {
+        HttpError::Request {
+            method,
+            url,
+            source,
+        }
+    }
+}
+
+/// At most `limit` bytes of a response body.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// The file content of a contents-API JSON answer (base64 with GitHub's
+/// line breaks, or plain text).
+fn decode_contents_json(body: &[u8]) -> Result<Vec<u8>, ContentsProblem> {
+    let v: Value = serde_json::from_slice(body).map_err(ContentsProblem::Json)?;
     let content = v
         .get("content")
         .and_then(Value::as_str)
-        .ok_or("the answer has no `content`")?;
+        .ok_or(ContentsProblem::NoContent)?;
     match v.get("encoding").and_then(Value::as_str) {
-        Some("base64") => base64_decode(content).ok_or_else(|| "invalid base64 content".into()),
+        Some("base64") => {
+            let clean: Vec<u8> = content
+                .bytes()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(clean)
+                .map_err(ContentsProblem::Base64)
+        }
         Some("utf-8") | None => Ok(content.as_bytes().to_vec()),
-        Some(other) => Err(format!("unsupported content encoding {other:?}")),
+        Some(other) => Err(ContentsProblem::Encoding(other.to_string())),
     }
-}
-
-/// Standard base64 with padding; whitespace (GitHub wraps lines) ignored.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if clean.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
-    for chunk in clean.chunks(4) {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -171,21 +313,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_base64_as_github_wraps_it() {
-        assert_eq!(
-            base64_decode("aW1hZ2U6IGJ1c3lib3gK").unwrap(),
-            b"image: busybox\n"
-        );
-        assert_eq!(base64_decode("YQ==\n").unwrap(), b"a");
-        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
-        assert!(base64_decode("Y").is_none());
-        assert!(base64_decode("Y!==").is_none());
-    }
-
-    #[test]
-    fn reads_contents_json() {
+    fn reads_contents_json_as_github_wraps_it() {
         let body = br#"{"type":"file","encoding":"base64","content":"aW1h\nZ2U6IGJ1c3lib3gK\n"}"#;
         assert_eq!(decode_contents_json(body).unwrap(), b"image: busybox\n");
-        assert!(decode_contents_json(br#"{"type":"dir"}"#).is_err());
+        let one = br#"{"encoding":"base64","content":"YQ==\n"}"#;
+        assert_eq!(decode_contents_json(one).unwrap(), b"a");
+        assert!(matches!(
+            decode_contents_json(br#"{"type":"dir"}"#),
+            Err(ContentsProblem::NoContent)
+        ));
+        for bad in [
+            &br#"{"encoding":"base64","content":"Y"}"#[..],
+            br#"{"encoding":"base64","content":"Y!=="}"#,
+        ] {
+            assert!(matches!(
+                decode_contents_json(bad),
+                Err(ContentsProblem::Base64(_))
+            ));
+        }
+        assert!(matches!(
+            decode_contents_json(br#"{"encoding":"gzip","content":"x"}"#),
+            Err(ContentsProblem::Encoding(_))
+        ));
+        assert!(matches!(
+            decode_contents_json(b"not json"),
+            Err(ContentsProblem::Json(_))
+        ));
     }
 }

@@ -3,7 +3,7 @@
 //! services of one pull request, and which of several racing services wins.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::facts::BuildContext;
 
@@ -23,31 +23,26 @@ pub const MAX_NAME_LEN: usize = 63;
 /// launches in the same millisecond (even on two hosts) still differ. It is
 /// the timestamp part of the service name and `FORGE_BUILD_ID`.
 pub fn build_id(now: SystemTime, random: u16) -> String {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let t = crate::clock::utc(now).unwrap_or(crate::clock::Utc {
+        year: 1970,
+        month: 1,
+        day: 1,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        millis: 0,
+    });
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}{:03}-{random:04x}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        since.subsec_millis()
+        "{:04}{:02}{:02}T{:02}{:02}{:02}{:03}-{random:04x}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
     )
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// A new build id: the launch time and a random part.
+pub fn new_build_id() -> crate::facts::BuildId {
+    build_id(SystemTime::now(), fastrand::u16(..))
+        .parse()
+        .expect("build_id makes digits, `T` and `-` only")
 }
 
 /// `forge-{owner}-{repo}-{pr}-{build_id}`, made valid for Docker: characters
@@ -178,40 +173,14 @@ pub fn winner(services: &[(String, String)]) -> Option<&(String, String)> {
 
 /// Parses Docker's UTC RFC 3339 timestamps (`2026-05-07T21:09:36.12Z`).
 pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
-    let norm = normalize_timestamp(ts);
-    let b = norm.as_bytes();
-    if b.len() != 30 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| norm.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let nanos = num(20..29)?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(y, mo as u32, d as u32);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + std::time::Duration::new(secs, nanos as u32))
-}
-
-/// (year, month, day) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::clock::parse_utc(ts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::facts::RawFacts;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn pr_with(extra: &[(&str, &str)]) -> BuildContext {
         let mut vars = vec![
@@ -328,8 +297,8 @@ mod tests {
         // round trip with build ids across many days
         for day in (0..30_000u64).step_by(997) {
             let t = UNIX_EPOCH + Duration::from_secs(day * 86_400 + 3_723);
-            let (y, m, d) = civil_from_days(day as i64);
-            let ts = format!("{y:04}-{m:02}-{d:02}T01:02:03Z");
+            let u = crate::clock::utc(t).unwrap();
+            let ts = format!("{:04}-{:02}-{:02}T01:02:03Z", u.year, u.month, u.day);
             assert_eq!(parse_timestamp(&ts).unwrap(), t, "{ts}");
         }
     }

@@ -44,15 +44,23 @@ pub struct Masker {
 }
 
 impl Masker {
-    /// Builds a masker for these values. Multi-line values (keys, PEM) are
-    /// masked line by line, because output is processed by line.
+    /// Builds a masker for these values and their encoded forms
+    /// ([`crate::secret::encoded_forms`]: base64 and percent-encoding of
+    /// values of 8 bytes or more). Multi-line values (keys, PEM) are masked
+    /// line by line, because output is processed by line.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut patterns: Vec<&str> = secrets
-            .into_iter()
-            .flat_map(|s| s.lines())
-            .map(str::trim)
-            .filter(|s| s.len() >= MIN_SECRET_LEN)
-            .collect();
+        let mut patterns: Vec<String> = Vec::new();
+        for secret in secrets {
+            let lines: Vec<&str> = secret.lines().map(str::trim).collect();
+            if lines.len() > 1 {
+                patterns.extend(crate::secret::encoded_forms(secret));
+            }
+            for line in lines.into_iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
+                patterns.push(line.to_string());
+                patterns.extend(crate::secret::encoded_forms(line));
+            }
+        }
+        patterns.retain(|p| p.len() >= MIN_SECRET_LEN && !p.contains('\n'));
         patterns.sort_unstable();
         patterns.dedup();
         if patterns.is_empty() {
@@ -344,6 +352,16 @@ impl Default for LineBuffer {
 }
 
 impl LineBuffer {
+    /// A buffer of `bytes` (the default is 128 KiB): lines longer than
+    /// this are cut. Small ones let tests and fuzzing cut often.
+    pub fn with_capacity(bytes: usize) -> LineBuffer {
+        LineBuffer {
+            buf: vec![0u8; bytes.max(1)],
+            filled: 0,
+            out: Vec::with_capacity(bytes + 1024),
+        }
+    }
+
     /// Reads once from `source` (retrying an interrupted read) and writes
     /// every line completed by it to `sink`. Returns the bytes read, 0 at
     /// EOF.

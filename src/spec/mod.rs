@@ -15,6 +15,7 @@ mod model;
 mod shell_words;
 pub mod source_map;
 mod validate;
+mod yaml;
 
 pub use model::*;
 pub use shell_words::{split as split_shell_words, ShellSyntax};
@@ -281,6 +282,10 @@ impl Spec {
         if !env.is_empty() {
             parts.push(format!("environment: {}", env.join(", ")));
         }
+        if !self.services.is_empty() {
+            let services: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+            parts.push(format!("services: {}", services.join(", ")));
+        }
         if !self.ports.is_empty() {
             let ports: Vec<String> = self
                 .ports
@@ -354,6 +359,39 @@ mod tests {
             spec.summary(),
             "image alpine:3, 2 setup, 1 execute command; artifacts: 1 glob (on_success); timeout 1h"
         );
+    }
+
+    #[test]
+    fn environment_values_keep_the_text_as_written() {
+        let spec = ok("x-v: &v 0x10\n\
+             environment:\n  PY: 3.10\n  HEX: *v\n  EXP: 1e3\n  ON: yes\n  T: true\n  Q: '3.10'\n  N: 007\n\
+             execute:\n  - run: make\n    env:\n      V: 1.50\n");
+        let env = |name: &str| spec.environment.get(name).map(String::as_str);
+        assert_eq!(env("PY"), Some("3.10"));
+        assert_eq!(env("HEX"), Some("0x10"));
+        assert_eq!(env("EXP"), Some("1e3"));
+        assert_eq!(env("ON"), Some("yes"));
+        assert_eq!(env("T"), Some("true"));
+        assert_eq!(env("Q"), Some("3.10"));
+        assert_eq!(env("N"), Some("007"));
+        let execute = spec.execute.as_deref().expect("execute");
+        assert_eq!(execute[0].env.get("V").map(String::as_str), Some("1.50"));
+    }
+
+    #[test]
+    fn a_duplicate_key_is_reported_with_every_other_problem() {
+        let err = parse(
+            "f.yml",
+            b"execute: [make]\nimage: [a]\nimage: b\ntimeout: 0\n",
+        )
+        .expect_err("invalid");
+        let messages: Vec<String> = err.diagnostics().into_iter().map(|d| d.message).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("duplicate key `image`"),
+            "{messages:?}"
+        );
+        assert!(messages[1].contains("zero"), "{messages:?}");
     }
 
     #[test]

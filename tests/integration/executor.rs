@@ -146,8 +146,10 @@ fn final_status(statuses: &[(String, String)]) -> (String, String) {
 
 #[test]
 fn a_passing_build_posts_pending_statuses_then_success() {
+    // Each stage lasts over a second: status writes are a second apart, and
+    // pending updates still unsent when the final status is due are dropped.
     let build = HostBuild::new(
-        "setup:\n  - echo preparing\nexecute:\n  - echo hello from the test stage\n  - [\"true\"]\n",
+        "setup:\n  - echo preparing; sleep 1.5\nexecute:\n  - echo hello from the test stage; sleep 1.5\n  - [\"true\"]\n",
     );
     let out = build.run();
     assert_eq!(out.code, 0, "{}", out.all());
@@ -169,7 +171,7 @@ fn a_passing_build_posts_pending_statuses_then_success() {
     );
     assert!(
         out.stdout
-            .contains("==> [setup 1/1] echo preparing\npreparing\n"),
+            .contains("==> [setup 1/1] echo preparing; sleep 1.5\npreparing\n"),
         "{}",
         out.all()
     );
@@ -404,6 +406,55 @@ fn a_bad_ca_certificate_is_an_invalid_environment_with_an_error_status() {
         (
             "error".into(),
             "invalid build environment: FORGE_CA_CERT /nonexistent/ca.pem does not exist".into()
+        )
+    );
+}
+
+#[test]
+fn the_build_waits_for_its_services_ports_before_setup() {
+    // The port opens 2 s into the wait (past the statuses' spacing, so the
+    // waiting status is posted).
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let listening = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(listening);
+    });
+    let build = HostBuild::new(&format!(
+        "services:\n  db:\n    image: postgres:16\n    ports: [{port}]\nsetup: [touch set-up]\nexecute:\n  - touch ran\n"
+    ));
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(build.workspace().join("ran").exists());
+    let statuses = build.statuses();
+    assert!(
+        statuses.contains(&("pending".into(), format!("waiting for services: db:{port}"))),
+        "{statuses:?}"
+    );
+    assert_eq!(final_status(&statuses).0, "success");
+    listener.join().unwrap();
+}
+
+#[test]
+fn a_service_that_never_listens_is_an_error_naming_it_and_nothing_runs() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let build = HostBuild::new(&format!(
+        "services:\n  db:\n    image: postgres:16\n    ports: [{port}]\n    wait: 1s\nexecute:\n  - touch ran\n"
+    ));
+    let out = build.run();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(!build.workspace().join("ran").exists());
+    assert_eq!(
+        final_status(&build.statuses()),
+        (
+            "error".into(),
+            format!("service `db` not ready on :{port} after 1s")
         )
     );
 }
@@ -1064,4 +1115,255 @@ fn when_decides_whether_artifacts_are_collected_and_no_match_is_said() {
         "{}",
         out.all()
     );
+}
+
+/// The status requests the forge received (accepted or not), in order.
+fn status_requests(server: &ForgeServer) -> Vec<RecordedRequest> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.route == Some(Route::Statuses))
+        .collect()
+}
+
+/// Consecutive status writes are at least a second apart, as GitHub asks.
+fn assert_spaced(server: &ForgeServer) {
+    let requests = status_requests(server);
+    for pair in requests.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(950),
+            "two status writes {gap:?} apart: {:?}",
+            requests.iter().map(|r| r.at).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn hostile_retry_after_values_never_abort_and_waits_fit_the_budget() {
+    // Issue 11: this date overflowed the clock; forgexec aborted (134)
+    // without a final status.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    for value in [
+        "99999999999999999999999999",
+        "Sun, 06 Nov 400000000000 08:49:37 GMT",
+        "garbage",
+        "-5",
+    ] {
+        build.server.fault(
+            Route::Statuses,
+            Fault::answer(
+                503,
+                &[("retry-after", value)],
+                r#"{"message":"Service Unavailable"}"#,
+            ),
+        );
+    }
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(final_status(&build.statuses()).0, "success");
+
+    // A valid date years ahead: the final status does not wait for it; it
+    // gives up at once, well inside its 30 s budget, and says so.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    for _ in 0..20 {
+        build.server.fault(
+            Route::Statuses,
+            Fault::secondary_rate_limit(403, "Fri, 31 Dec 9999 23:59:59 GMT"),
+        );
+    }
+    let started = Instant::now();
+    let out = build.run();
+    let took = started.elapsed();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}\n{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("budget"), "{}", out.all());
+}
+
+#[test]
+fn github_rate_limits_are_waited_out_and_a_plain_403_stays_final() {
+    // Secondary rate limit (403 with retry-after) on the first pending
+    // status: the other pending ones are skipped while the limit holds, and
+    // the final one waits it out.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    build
+        .server
+        .fault(Route::Statuses, Fault::secondary_rate_limit(403, "3"));
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    let statuses = build.statuses();
+    assert_eq!(final_status(&statuses).0, "success");
+    assert_eq!(
+        statuses.len(),
+        1,
+        "pending updates are skipped while limited: {statuses:?}"
+    );
+    let requests = status_requests(&build.server);
+    assert_eq!(requests.len(), 2, "one limited, one final");
+    let waited = requests[1].at.duration_since(requests[0].at);
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "the final status came {waited:?} after the limit began"
+    );
+
+    // Primary rate limit on the final status itself: 403,
+    // x-ratelimit-remaining 0, reset in a few seconds.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    build
+        .server
+        .fault_final_status(Fault::primary_rate_limit(403, Duration::from_secs(3)));
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(final_status(&build.statuses()).0, "success");
+    assert_spaced(&build.server);
+
+    // 429 with retry-after, GitHub's other answer to the same limit.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    build
+        .server
+        .fault_final_status(Fault::secondary_rate_limit(429, "1"));
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(final_status(&build.statuses()).0, "success");
+    assert_spaced(&build.server);
+
+    // A 403 that is no rate limit is final: one attempt, exit 3.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    build.server.fault_final_status(Fault::forbidden());
+    let out = build.run();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("Resource not accessible by integration"),
+        "{}",
+        out.all()
+    );
+    let finals = status_requests(&build.server)
+        .into_iter()
+        .filter(|r| r.json.as_ref().is_some_and(|j| j["state"] != "pending"))
+        .count();
+    assert_eq!(finals, 1, "the forbidden final status is not retried");
+}
+
+#[test]
+fn the_final_status_goes_first_when_pending_ones_are_stuck() {
+    // Every pending update fails for a while; the final status must not
+    // wait behind their retries, and no pending one may follow it.
+    let build = HostBuild::new("execute:\n  - echo ok\n");
+    for _ in 0..6 {
+        build.server.fault(Route::Statuses, Fault::status(503));
+    }
+    let started = Instant::now();
+    let out = build.run();
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "{}", out.all());
+    let statuses = build.statuses();
+    assert_eq!(final_status(&statuses).0, "success");
+    assert!(
+        !statuses
+            .iter()
+            .any(|(state, text)| state == "pending" && text.starts_with("test:")),
+        "the unsent pending update was dropped, not posted before the final: {statuses:?}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_spaced(&build.server);
+}
+
+#[test]
+fn a_forge_echoing_the_token_never_puts_it_on_the_console() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(TOKEN);
+    let url_b64 = base64::engine::general_purpose::URL_SAFE.encode(format!("x{TOKEN}"));
+    let body = serde_json::json!({
+        "message": format!("Bad credentials: Bearer {TOKEN} b64={b64} u={url_b64}"),
+        "documentation_url": "https://docs.github.com/rest",
+    })
+    .to_string();
+    let mut build = HostBuild::new(concat!(
+        "secrets: [API_KEY]\n",
+        "execute:\n",
+        "  - printf '%s' \"$API_KEY\" | base64\n",
+        "  - printf 'x%s' \"$API_KEY\" | base64 | tr '+/' '-_'\n",
+        "  - echo \"q=k3y%2Fthat%20must%20not%20leak\"\n",
+    ));
+    build.set("API_KEY", "k3y/that must not leak");
+    let artifacts = tempfile::tempdir().unwrap();
+    build.set(
+        "FORGE_ARTIFACTS_URL",
+        &format!("file://{}", artifacts.path().display()),
+    );
+    for _ in 0..3 {
+        build
+            .server
+            .fault(Route::Statuses, Fault::answer(401, &[], &body));
+    }
+    let out = build.run();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("Bad credentials"), "{}", out.all());
+    let log = std::fs::read_to_string(
+        artifacts
+            .path()
+            .join(format!("octo/hello/{SHA}/execute/b1/build.log")),
+    )
+    .unwrap();
+    let key_b64 = base64::engine::general_purpose::STANDARD.encode("k3y/that must not leak");
+    let key_url_b64 = base64::engine::general_purpose::URL_SAFE.encode("xk3y/that must not leak");
+    for text in [&out.stdout, &out.stderr, &log] {
+        for leak in [
+            TOKEN,
+            &b64,
+            &url_b64,
+            &key_b64,
+            &key_url_b64,
+            "k3y%2Fthat%20must",
+        ] {
+            assert!(
+                !text.contains(leak),
+                "{leak} leaked:\n{}\n--- log\n{log}",
+                out.all()
+            );
+        }
+    }
+    assert!(log.contains("q=***"), "{log}");
+}
+
+#[test]
+fn credentials_in_the_artifacts_url_are_never_shown_nor_linked() {
+    let nginx = Nginx::start();
+    let mut build = HostBuild::new(
+        "execute:\n  - mkdir -p out && echo r > out/r.txt\nartifacts:\n  paths: [out]\n",
+    );
+    let url = nginx
+        .url()
+        .replacen("http://", "http://builder:PA55-w0rd-x@", 1);
+    build.set("FORGE_ARTIFACTS_URL", &format!("{url}/builds"));
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("uploaded to http://***@"),
+        "{}",
+        out.all()
+    );
+    let object = nginx
+        .root()
+        .join(format!("builds/octo/hello/{SHA}/execute/b1"));
+    let log = std::fs::read_to_string(object.join("build.log")).expect("build.log uploaded");
+    for text in [&out.stdout, &out.stderr, &log] {
+        assert!(
+            !text.contains("PA55-w0rd-x"),
+            "{}\n--- log\n{log}",
+            out.all()
+        );
+    }
+    for status in build.server.statuses(SHA) {
+        assert_eq!(
+            status["target_url"],
+            Value::Null,
+            "a URL with credentials is no status link: {status}"
+        );
+    }
 }

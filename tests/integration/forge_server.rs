@@ -437,3 +437,55 @@ fn wait_for_statuses_fails_loudly_on_timeout() {
     let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("expected 1 statuses"), "{msg}");
 }
+
+#[test]
+fn rate_limits_answer_like_github() {
+    let server = ForgeServer::start(TOKEN);
+    server.fault(Route::Statuses, Fault::secondary_rate_limit(403, "60"));
+    server.fault(
+        Route::Statuses,
+        Fault::primary_rate_limit(429, Duration::from_secs(30)),
+    );
+    server.fault(Route::Statuses, Fault::forbidden());
+    server.fault_final_status(Fault::status(502));
+    let mut c = Client::connect(&server);
+    let auth = format!("Bearer {TOKEN}");
+    let pending = r#"{"state":"pending"}"#;
+
+    let r = c.send(&post_status(&auth, r#"{"state":"success"}"#));
+    assert_eq!(
+        r.code, 502,
+        "a final status takes the final-status fault first"
+    );
+
+    let r = c.send(&post_status(&auth, pending));
+    assert_eq!(r.code, 403);
+    assert_eq!(r.header("retry-after"), Some("60"));
+    assert_ne!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("You have exceeded a secondary rate limit"));
+
+    let r = c.send(&post_status(&auth, pending));
+    assert_eq!(r.code, 429);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 25..=now + 31).contains(&reset), "{reset} vs {now}");
+    assert!(r.header("retry-after").is_none());
+
+    let r = c.send(&post_status(&auth, pending));
+    assert_eq!(r.code, 403);
+    assert!(r.header("retry-after").is_none());
+    assert_eq!(
+        r.json()["message"],
+        "Resource not accessible by integration"
+    );
+
+    let r = c.send(&post_status(&auth, pending));
+    assert_eq!(r.code, 201);
+}

@@ -14,11 +14,17 @@ mod fuzz;
 #[cfg(feature = "launcher")]
 mod launch_binary;
 #[cfg(feature = "launcher")]
+mod launch_forge;
+#[cfg(feature = "launcher")]
 mod launch_swarm;
 #[cfg(feature = "launcher")]
 mod launch_tls;
 mod local;
 mod nginx_webdav;
+#[cfg(feature = "launcher")]
+mod serve;
+#[cfg(feature = "launcher")]
+mod sidecars;
 mod static_binary;
 mod transfer;
 mod validate;

@@ -924,7 +924,7 @@ fn private_ca_from_forge_ca_cert_is_trusted_in_addition_to_web_roots() {
 
     let trusting = HttpClient::new(Some(&dir.path().join("forge-ca.pem"))).expect("client with CA");
     let response = trusting
-        .send("GET", &url, |agent| agent.get(&url).call())
+        .send("GET", &url, |agent, _| agent.get(&url).call())
         .expect("TLS verified against the private CA");
     assert_eq!(response.status().as_u16(), 200);
     // s_server serves one connection at a time: finish this one.
@@ -945,7 +945,7 @@ fn private_ca_from_forge_ca_cert_is_trusted_in_addition_to_web_roots() {
             Duration::from_secs(1),
         ));
     let error = plain
-        .send("GET", &url, |agent| agent.get(&url).call())
+        .send("GET", &url, |agent, _| agent.get(&url).call())
         .expect_err("unknown issuer");
     assert!(matches!(error, HttpError::Request { .. }), "{error:?}");
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");

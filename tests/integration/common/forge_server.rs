@@ -30,6 +30,25 @@ pub enum Route {
     Codeload,
     /// `GET /repos/{owner}/{repo}/contents/{path}`
     Contents,
+    /// `POST /app/installations/{id}/access_tokens` (App mode)
+    AccessTokens,
+}
+
+/// A GitHub App the server trusts: JWTs must be RS256-signed by the key
+/// whose public half (PKCS#1 DER) is here, with `iss` the App id.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub id: u64,
+    pub public_key_der: Vec<u8>,
+    pub installation: u64,
+}
+
+/// An installation token the server issued, and what it was asked for.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub repositories: Vec<String>,
+    pub permissions: Value,
 }
 
 /// One scripted misbehaviour, consumed by the next request on its route.
@@ -77,6 +96,91 @@ impl Fault {
     }
 }
 
+impl Fault {
+    /// Any status with these headers and body (JSON unless the headers say
+    /// otherwise).
+    pub fn answer(code: u16, headers: &[(&str, &str)], body: &str) -> Fault {
+        let mut all = vec![(
+            "Content-Type".to_string(),
+            "application/json; charset=utf-8".to_string(),
+        )];
+        all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        Fault::Status {
+            code,
+            headers: all,
+            body: body.to_string(),
+        }
+    }
+
+    /// GitHub's secondary rate limit (content-creating requests such as
+    /// statuses, about 80 a minute): `code` 403 (sometimes 429) with
+    /// `retry-after` (seconds, or any text to test its parsing); the primary
+    /// limit's headers still show requests left.
+    pub fn secondary_rate_limit(code: u16, retry_after: &str) -> Fault {
+        Fault::answer(
+            code,
+            &[
+                ("retry-after", retry_after),
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "4987"),
+                ("x-ratelimit-used", "13"),
+                ("x-ratelimit-resource", "core"),
+            ],
+            &json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0400:1A2B:3C4D5E:6F7A8B:6752F0A1.",
+                "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+                "status": code.to_string(),
+            })
+            .to_string(),
+        )
+    }
+
+    /// GitHub's primary rate limit: `code` 403 (or 429) with
+    /// `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (Unix seconds)
+    /// `reset_in` from now.
+    pub fn primary_rate_limit(code: u16, reset_in: Duration) -> Fault {
+        let reset = (SystemTime::now() + reset_in)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        Fault::answer(
+            code,
+            &[
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-used", "5000"),
+                ("x-ratelimit-reset", &reset),
+                ("x-ratelimit-resource", "core"),
+            ],
+            &json!({
+                "message": "API rate limit exceeded for installation ID 1234.",
+                "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting",
+                "status": code.to_string(),
+            })
+            .to_string(),
+        )
+    }
+
+    /// A 403 that is not a rate limit (the token lacks the permission).
+    pub fn forbidden() -> Fault {
+        Fault::answer(
+            403,
+            &[
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "4999"),
+                ("x-ratelimit-used", "1"),
+                ("x-ratelimit-resource", "core"),
+            ],
+            &json!({
+                "message": "Resource not accessible by integration",
+                "documentation_url": "https://docs.github.com/rest/commits/statuses#create-a-commit-status",
+                "status": "403",
+            })
+            .to_string(),
+        )
+    }
+}
+
 /// One request as the server received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -91,6 +195,8 @@ pub struct RecordedRequest {
     pub json: Option<Value>,
     /// The route it matched, if any.
     pub route: Option<Route>,
+    /// When its head and body had arrived.
+    pub at: Instant,
 }
 
 impl RecordedRequest {
@@ -116,7 +222,12 @@ struct Inner {
     zipball: Option<Vec<u8>>,
     files: HashMap<String, Vec<u8>>,
     faults: HashMap<Route, VecDeque<Fault>>,
+    /// Faults for statuses whose state is not `pending`, taken before the
+    /// route's own.
+    final_faults: VecDeque<Fault>,
     next_id: u64,
+    app: Option<AppConfig>,
+    issued: Vec<IssuedToken>,
     /// Clones of open connections (by connection number), so Drop can close
     /// them; a connection removes its own entry when it ends.
     connections: HashMap<u64, TcpStream>,
@@ -202,6 +313,24 @@ impl ForgeServer {
             .entry(route)
             .or_default()
             .push_back(fault);
+    }
+
+    /// App mode: `POST /app/installations/{id}/access_tokens` checks the
+    /// App's JWT and the request, and issues tokens that the other routes
+    /// accept (for the requested repositories only).
+    pub fn enable_app(&self, app: AppConfig) {
+        self.shared.lock().app = Some(app);
+    }
+
+    /// The installation tokens issued so far.
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.shared.lock().issued.clone()
+    }
+
+    /// Queues a fault for the next final (not `pending`) status (FIFO),
+    /// whenever it comes.
+    pub fn fault_final_status(&self, fault: Fault) {
+        self.shared.lock().final_faults.push_back(fault);
     }
 
     /// Faults still queued for `route`.
@@ -388,10 +517,23 @@ fn serve_connection(stream: TcpStream, shared: &Shared, conn_id: u64) -> std::io
                 body: req.body.clone(),
                 json: json.clone(),
                 route: route.as_ref().map(|(r, _)| *r),
+                at: Instant::now(),
             });
-            let fault = route
-                .as_ref()
-                .and_then(|(r, _)| inner.faults.get_mut(r)?.pop_front());
+            let is_final_status = route.as_ref().is_some_and(|(r, _)| *r == Route::Statuses)
+                && json
+                    .as_ref()
+                    .and_then(|j| j["state"].as_str())
+                    .is_some_and(|state| state != "pending");
+            let final_fault = if is_final_status {
+                inner.final_faults.pop_front()
+            } else {
+                None
+            };
+            let fault = final_fault.or_else(|| {
+                route
+                    .as_ref()
+                    .and_then(|(r, _)| inner.faults.get_mut(r)?.pop_front())
+            });
             drop(inner);
             shared.changed.notify_all();
             fault
@@ -601,6 +743,9 @@ fn route_of(req: &Request) -> Option<(Route, Vec<String>)> {
             Route::Codeload,
             vec![owner.to_string(), repo.to_string(), sha.to_string()],
         )),
+        ("POST", ["app", "installations", id, "access_tokens"]) => {
+            Some((Route::AccessTokens, vec![id.to_string()]))
+        }
         ("GET" | "HEAD", ["repos", owner, repo, "contents", rest @ ..]) if !rest.is_empty() => {
             Some((
                 Route::Contents,
@@ -628,6 +773,148 @@ fn not_found() -> Response {
     )
 }
 
+/// The token of `Authorization: Bearer|token X`.
+fn bearer(req: &Request) -> Option<&str> {
+    let (scheme, given) = req.header("authorization")?.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        .then(|| given.trim())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why an App JWT is refused, or its claims.
+fn check_jwt(jwt: &str, app: &AppConfig) -> Result<Value, String> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("not three dot-separated parts".into());
+    };
+    let header: Value =
+        serde_json::from_slice(&base64url_decode(header)?).map_err(|e| format!("header: {e}"))?;
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {} is not RS256", header["alg"]));
+    }
+    let signature = base64url_decode(signature)?;
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        &app.public_key_der,
+    );
+    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .map_err(|_| "bad signature".to_string())?;
+    let claims: Value =
+        serde_json::from_slice(&base64url_decode(claims)?).map_err(|e| format!("claims: {e}"))?;
+    let now = unix_now();
+    let iat = claims["iat"].as_u64().ok_or("no iat")?;
+    let exp = claims["exp"].as_u64().ok_or("no exp")?;
+    if iat > now {
+        return Err(format!("iat {iat} is in the future (now {now})"));
+    }
+    if exp <= now || exp > now + 600 || exp - iat > 660 {
+        return Err(format!(
+            "exp {exp} not within 10 minutes (iat {iat}, now {now})"
+        ));
+    }
+    let iss = match &claims["iss"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err("no iss".into()),
+    };
+    if iss != app.id.to_string() {
+        return Err(format!("iss {iss} is not the App {}", app.id));
+    }
+    Ok(claims)
+}
+
+fn access_token(
+    req: &Request,
+    params: &[String],
+    json: Option<Value>,
+    shared: &Shared,
+) -> Response {
+    let denied = |why: String| {
+        Response::json(
+            401,
+            json!({"message": format!("A JSON web token could not be decoded: {why}"), "documentation_url": DOCS}),
+        )
+    };
+    let Some(app) = shared.lock().app.clone() else {
+        return not_found();
+    };
+    let Some(jwt) = bearer(req) else {
+        return denied("no bearer token".into());
+    };
+    if let Err(why) = check_jwt(jwt, &app) {
+        return denied(why);
+    }
+    if params[0] != app.installation.to_string() {
+        return not_found();
+    }
+    let body = json.unwrap_or(Value::Null);
+    let repositories: Vec<String> = body["repositories"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if repositories.len() != 1 {
+        return Response::json(
+            422,
+            json!({"message": "the test forge wants exactly one repository", "documentation_url": DOCS}),
+        );
+    }
+    if body["permissions"] != json!({"statuses": "write", "contents": "read"}) {
+        return Response::json(
+            422,
+            json!({"message": format!("permissions {} are not statuses:write, contents:read", body["permissions"]), "documentation_url": DOCS}),
+        );
+    }
+    let mut inner = shared.lock();
+    let token = format!("ghs_test{}x{}", inner.issued.len(), fastrand::u64(..));
+    inner.issued.push(IssuedToken {
+        token: token.clone(),
+        repositories,
+        permissions: body["permissions"].clone(),
+    });
+    drop(inner);
+    Response::json(
+        201,
+        json!({"token": token, "expires_at": iso8601(SystemTime::now() + Duration::from_secs(3600)), "permissions": body["permissions"]}),
+    )
+}
+
+/// Base64url without padding (JWT parts).
+pub fn base64url_decode(text: &str) -> Result<Vec<u8>, String> {
+    let value = |c: u8| -> Result<u32, String> {
+        Ok(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return Err(format!("bad base64url character {:?}", c as char)),
+        })
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        if chunk.len() == 1 {
+            return Err("truncated base64url".into());
+        }
+        let mut n = 0u32;
+        for &c in chunk {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * (4 - chunk.len()) as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    Ok(out)
+}
+
 fn authorized(req: &Request, token: &str) -> bool {
     let Some(value) = req.header("authorization") else {
         return false;
@@ -648,7 +935,18 @@ fn answer(
     let Some((route, params)) = route else {
         return not_found();
     };
-    if route != Route::Codeload && !authorized(req, &shared.token) {
+    if route == Route::AccessTokens {
+        return access_token(req, &params, json, shared);
+    }
+    let repo_token = |token: &str| {
+        let inner = shared.lock();
+        inner
+            .issued
+            .iter()
+            .any(|t| t.token == token && params.len() > 1 && t.repositories.contains(&params[1]))
+    };
+    let issued_ok = bearer(req).is_some_and(repo_token);
+    if route != Route::Codeload && !issued_ok && !authorized(req, &shared.token) {
         return Response::json(
             401,
             json!({"message": "Bad credentials", "documentation_url": DOCS, "status": "401"}),
@@ -656,6 +954,7 @@ fn answer(
     }
     match route {
         Route::Statuses => create_status(&params, json, shared),
+        Route::AccessTokens => not_found(),
         Route::Zipball => {
             let (owner, repo, sha) = (&params[0], &params[1], &params[2]);
             Response {
@@ -844,47 +1143,10 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
-/// (year, month, day, hour, minute, second, weekday 0=Sunday) in UTC.
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let weekday = (days + 4).rem_euclid(7) as u32;
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-        weekday,
-    )
-}
-
 fn iso8601(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, _) = civil(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, mo, d, h, mi, s, wd) = civil(t);
-    format!(
-        "{}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} GMT",
-        DAYS[wd as usize],
-        MONTHS[mo as usize - 1]
-    )
+    httpdate::fmt_http_date(t)
 }

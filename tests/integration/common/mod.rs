@@ -20,7 +20,7 @@ pub use docker::{
     busybox_rootfs, docker, docker_ready, empty_rootfs_with, import_image, import_image_with,
     unique_name, Container, Image, Service,
 };
-pub use forge_server::{Fault, ForgeServer, Route};
+pub use forge_server::{Fault, ForgeServer, RecordedRequest, Route};
 pub use git::GitRepo;
 pub use nginx::Nginx;
 pub use platform::Platform;
