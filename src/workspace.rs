@@ -185,12 +185,42 @@ pub fn unpack_zip<R: Read + Seek>(
         top: plan.top,
         ..UnpackSummary::default()
     };
-    let dir_modes = write_entries(&mut archive, &plan.entries, dest, &mut summary)?;
-    create_links(&plan.entries, dest, &mut summary)?;
+    if let Err(err) = write_tree(&mut archive, &plan.entries, dest, &mut summary) {
+        // The links were judged with the whole tree in place: half of it is
+        // no workspace.
+        remove_contents(dest);
+        return Err(err);
+    }
+    Ok(summary)
+}
+
+/// Directories and files, then the symlinks, then the directory modes.
+fn write_tree<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    entries: &[Planned],
+    dest: &Path,
+    summary: &mut UnpackSummary,
+) -> Result<(), WorkspaceError> {
+    let dir_modes = write_entries(archive, entries, dest, summary)?;
+    create_links(entries, dest, summary)?;
     for (path, mode) in dir_modes.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(io_error(path))?;
     }
-    Ok(summary)
+    Ok(())
+}
+
+/// Empties `dir` (best effort; links are removed, never followed).
+fn remove_contents(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let _ = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+    }
 }
 
 fn archive_error(source: ZipError) -> WorkspaceError {
@@ -1007,5 +1037,28 @@ mod tests {
             "{result:?}"
         );
         assert!(!dir.path().join("ws").exists(), "nothing written");
+    }
+
+    #[test]
+    fn a_tree_that_cannot_be_written_whole_is_removed() {
+        // Found by the fuzz target: `l/a` cannot be created under the file
+        // `l`, after `c -> é/../..` was, and `é -> a/a`, which makes `c` safe,
+        // never is: the half-written tree kept a link that leads outside as
+        // soon as `é` exists.
+        let (dir, result) = unpack(&[
+            E::File("o-r-abc/l", "", 0o644),
+            E::Link("o-r-abc/c", "é/../.."),
+            E::Link("o-r-abc/l/a", "b"),
+            E::Link("o-r-abc/é", "a/a"),
+        ]);
+        assert!(
+            matches!(result, Err(WorkspaceError::Io { .. })),
+            "{result:?}"
+        );
+        let left: Vec<_> = fs::read_dir(dir.path().join("ws"))
+            .expect("ws")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 }
