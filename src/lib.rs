@@ -11,8 +11,12 @@
 //! - [`http`]: the shared HTTP client (embedded roots, private CA, retries).
 //! - [`forge`]: commit statuses and source zipballs from the forge.
 //! - [`workspace`]: the source tree a build runs in, unpacked safely.
+//! - [`fsread`]: reading files whose path others control, without
+//!   blocking and within a size.
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - [`status`]: commit statuses as a build reports them.
+//! - [`services`]: sidecar services from inside the build (waiting for
+//!   their ports).
 //! - [`render`]: the one place an error becomes (masked) text.
 //! - [`build`]: one CI build end to end, from environment to final status.
 //! - [`local`]: the same build on a developer's machine (`forgexec run`)
@@ -27,6 +31,7 @@ pub mod clock;
 pub mod exit;
 pub mod facts;
 pub mod forge;
+pub mod fsread;
 pub mod http;
 pub mod init;
 #[cfg(feature = "launcher")]
@@ -35,6 +40,7 @@ pub mod local;
 pub mod render;
 pub mod run;
 pub mod secret;
+pub mod services;
 pub mod spec;
 pub mod status;
 pub mod workspace;

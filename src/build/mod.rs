@@ -19,13 +19,14 @@ use std::time::Instant;
 use crate::artifacts::ArtifactStore;
 use crate::exit;
 use crate::facts::{self, BuildContext, ErrorReporting, FactsError, Mode, RawFacts};
-use crate::forge::{ForgeClient, StatusState};
+use crate::forge::{ForgeClient, ForgeError, StatusState};
 use crate::http::HttpClient;
 use crate::render::Renderer;
 use crate::run::cancel::Cancellation;
 use crate::run::output::{ConsoleMode, Masker, OutputSink};
 use crate::run::{format_duration, Runner, RunnerConfig, Stage, StageResult};
 use crate::secret::Secret;
+use crate::services::{self, ServiceWaitError};
 use crate::spec::{self, Command, Spec};
 use crate::status::StatusReporter;
 use plan::{ArtifactsPlan, BuildPlan, CommandPlan, StagePlan};
@@ -128,7 +129,7 @@ pub fn run_from_env() -> u8 {
         Ok(token) => token,
         Err(err) => {
             console.report("forgexec", &err);
-            return exit::INFRASTRUCTURE;
+            return err.exit_code();
         }
     };
     let cancel = match Cancellation::from_signals(ctx.grace) {
@@ -324,10 +325,12 @@ impl Build {
             self.ctx.build_id
         ));
 
-        let results = self.run_stages(&spec, &commands, &sink, statuses);
+        let verdict = match self.wait_for_services(&spec, &sink, statuses) {
+            Some(stopped) => stopped,
+            None => self.verdict(&self.run_stages(&spec, &commands, &sink, statuses)),
+        };
         let publisher = Publisher::new(store, &self.ctx, scratch.path());
-        let verdict =
-            self.collect_artifacts(self.verdict(&results), &spec, &publisher, &sink, statuses);
+        let verdict = self.collect_artifacts(verdict, &spec, &publisher, &sink, statuses);
         sink.line(&format!(
             "==> {}: {} (build took {})",
             verdict.state().as_str(),
@@ -346,6 +349,51 @@ impl Build {
                     verdict.unless_passed_then(BuildError::LogUpload(Box::new(err))),
                     None,
                 )
+            }
+        }
+    }
+
+    /// Before the first command: waits for the sidecar services' ports.
+    /// Returns the verdict when they did not come up.
+    fn wait_for_services(
+        &self,
+        spec: &Spec,
+        sink: &OutputSink,
+        statuses: &StatusReporter,
+    ) -> Option<Verdict> {
+        let commands_run = self.options.stages.setup || self.options.stages.test;
+        if !commands_run || !services::any_ports(&spec.services) {
+            return None;
+        }
+        let awaited = services::describe(&spec.services);
+        if self.options.progress.is_some() {
+            // Off CI nothing starts them: say what is expected where.
+            sink.console_line(&format!(
+                "forgexec: .forge.yml declares services ({}); nothing starts them here: waiting for them on 127.0.0.1",
+                spec.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        statuses.pending(format!("waiting for services: {awaited}"));
+        sink.line(&format!("==> waiting for services: {awaited}"));
+        match services::wait_until_ready(
+            &spec.services,
+            &self.cancel,
+            services::accepts_connections,
+        ) {
+            Ok(waited) => {
+                sink.line(&format!(
+                    "==> services ready after {}",
+                    format_duration(waited)
+                ));
+                None
+            }
+            Err(ServiceWaitError::Cancelled(signal)) => Some(Verdict::Cancelled {
+                signal,
+                during: Some("the wait for services".to_string()),
+            }),
+            Err(err) => {
+                sink.line(&format!("==> {err}"));
+                Some(Verdict::Stopped(BuildError::ServiceNotReady(err)))
             }
         }
     }
@@ -442,7 +490,7 @@ impl Build {
     /// commands; a problem is printed in full and returned.
     fn load_spec(&self) -> Result<(Spec, Vec<Command>), BuildError> {
         let spec_path = self.ctx.workspace.join(".forge.yml");
-        let spec = spec::load(&spec_path).map_err(|err| {
+        let spec = spec::load_within(&self.ctx.workspace, &spec_path).map_err(|err| {
             self.console.say(&self.console.error(&err));
             BuildError::Spec(Box::new(err))
         })?;
@@ -539,6 +587,7 @@ impl Build {
             build_timeout: spec.timeout,
             environment,
             removed: facts::CREDENTIAL_VARS.to_vec(),
+            services: spec.services.iter().map(services::summary).collect(),
             stages,
             artifacts: self
                 .options
@@ -589,12 +638,25 @@ impl Build {
             ws.display()
         ));
         forge
-            .download_zipball(&self.ctx.owner, &self.ctx.repo, &self.ctx.sha, ws)
+            .download_zipball(
+                &self.ctx.owner,
+                &self.ctx.repo,
+                &self.ctx.sha,
+                ws,
+                &self.ctx.unpack_limits,
+            )
             .map(|_| ())
-            .map_err(|err| {
-                self.console
-                    .report("forgexec: cannot fetch the source", &err);
-                BuildError::FetchSource(Box::new(err))
+            .map_err(|err| match err {
+                ForgeError::Unpack { source, .. } if source.is_refusal() => {
+                    self.console
+                        .report("forgexec: refusing the source archive", &source);
+                    BuildError::SourceRefused(Box::new(source))
+                }
+                err => {
+                    self.console
+                        .report("forgexec: cannot fetch the source", &err);
+                    BuildError::FetchSource(Box::new(err))
+                }
             })
     }
 

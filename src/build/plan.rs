@@ -19,6 +19,8 @@ pub struct BuildPlan {
     pub environment: Vec<(String, String)>,
     /// Variables commands never get.
     pub removed: Vec<&'static str>,
+    /// Sidecar services: `db (postgres:16), waits for 127.0.0.1:5432 up to 1m30s`.
+    pub services: Vec<String>,
     pub stages: Vec<StagePlan>,
     /// `None` when the artifacts stage is not selected.
     pub artifacts: Option<ArtifactsPlan>,
@@ -74,6 +76,12 @@ impl BuildPlan {
         ));
         for (name, value) in &self.environment {
             text.push_str(&format!("  {name}={value}\n"));
+        }
+        if !self.services.is_empty() {
+            text.push_str("services (started beside the build by the launcher; `forgexec run` expects them running):\n");
+            for service in &self.services {
+                text.push_str(&format!("  {service}\n"));
+            }
         }
         for stage in &self.stages {
             let n = stage.commands.len();
@@ -162,6 +170,7 @@ mod tests {
                 ("GREETING".into(), shell_quote("hello world")),
             ],
             removed: vec!["FORGE_TOKEN", "FORGE_TOKEN_FILE"],
+            services: Vec::new(),
             stages: vec![StagePlan {
                 stage: Stage::Test,
                 commands: vec![
@@ -214,6 +223,16 @@ mod tests {
              \x20    cannot run here: the image has no /bin/sh\n\
              stage artifacts: out/** (excluding nothing) when OnFailure, to file:///w/forge-artifacts\n"
         );
+    }
+
+    #[test]
+    fn services_are_listed_before_the_stages() {
+        let mut plan = plan();
+        plan.services = vec!["db (postgres:16): waits for 127.0.0.1:5432 up to 1m".into()];
+        let text = plan.to_string();
+        let services = text.find("services (started beside the build by the launcher; `forgexec run` expects them running):\n  db (postgres:16): waits for 127.0.0.1:5432 up to 1m\n");
+        let stages = text.find("stage test:");
+        assert!(services.is_some() && services < stages, "{text}");
     }
 
     #[test]

@@ -13,11 +13,14 @@ use super::container::{self, LocalOptions};
 use super::event::{self, parse_event, FactFlags};
 use super::node::NodeAccess;
 use super::plan;
+use super::serve::app::{App, Credentials};
+use super::serve::webhook::PushPolicy;
+use super::serve::{self, ServeError, ServeOptions};
 use super::service::Limits;
 use super::swarm::{self, Outcome, SpecSource, SwarmOptions};
 use super::LaunchError;
 use crate::exit;
-use crate::facts::{BuildId, RawFacts};
+use crate::facts::RawFacts;
 use crate::render::Renderer;
 use crate::run::output::Masker;
 use crate::secret::Secret;
@@ -44,6 +47,8 @@ enum Command {
     Local(Box<LocalArgs>),
     /// Remove finished forge build services.
     Gc(GcArgs),
+    /// Take the forge's webhooks and build their pull requests and pushes.
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -77,9 +82,8 @@ struct SwarmArgs {
     action: String,
     #[command(flatten)]
     common: CommonArgs,
-    /// Container networks to attach (repeatable; `host` for the host network).
-    #[arg(long = "network", value_name = "NAME")]
-    networks: Vec<String>,
+    #[command(flatten)]
+    placement: PlacementArgs,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -87,9 +91,79 @@ struct SwarmArgs {
     /// Follow the build's logs, remove the service and exit with the build's code.
     #[arg(long)]
     wait: bool,
+}
+
+#[derive(Args, Debug)]
+struct PlacementArgs {
+    /// Container networks to attach (repeatable; `host` for the host network).
+    #[arg(long = "network", value_name = "NAME")]
+    networks: Vec<String>,
     /// How long to wait for the swarm to create the task's container (image pulls included).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     start_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address for webhooks (POST), /healthz and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// File holding the webhook secret (deliveries must be signed with it).
+    #[arg(long, value_name = "FILE")]
+    webhook_secret_file: PathBuf,
+    /// GitHub App id: builds get installation tokens (instead of --token-file).
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "app_key_file",
+        conflicts_with = "token_file"
+    )]
+    app_id: Option<u64>,
+    /// The GitHub App's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "app_id")]
+    app_key_file: Option<PathBuf>,
+    /// Branches whose pushes are built (comma-separated or repeated)
+    /// [default: the repository's default branch]
+    #[arg(long, value_name = "BRANCH", value_delimiter = ',')]
+    push_branches: Vec<String>,
+    /// Pull requests from forks: `build` (the token never reaches build commands) or `skip`.
+    #[arg(long, value_enum, default_value = "build")]
+    fork_prs: ForkPrs,
+    /// Action to run (FORGE_ACTION).
+    #[arg(long, default_value = "execute")]
+    action: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    placement: PlacementArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Finished build services are removed this long after their creation.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Launches under way at once (each waits for its task's container).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_launches: usize,
+    /// On SIGTERM, how long launches in flight may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    /// Log lines as text or JSON objects.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ForkPrs {
+    Build,
+    Skip,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -198,7 +272,13 @@ struct GcArgs {
 /// Entry point of the `forge-launch` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    match &cli.command {
+        // A service logs its work by default.
+        Command::Serve(args) => {
+            init_logging(cli.verbose.max(1), args.log_format == LogFormat::Json)
+        }
+        _ => init_logging(cli.verbose, false),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -215,6 +295,7 @@ pub fn main() -> ExitCode {
     let token = match &cli.command {
         Command::Swarm(args) => read_token(args.common.token_file.as_deref()),
         Command::Local(args) => read_token(args.common.token_file.as_deref()),
+        Command::Serve(args) => read_token(args.common.token_file.as_deref()),
         Command::Gc(_) => Ok(None),
     };
     let renderer = match &token {
@@ -227,6 +308,7 @@ pub fn main() -> ExitCode {
                 Command::Swarm(args) => run_swarm(*args, token).await,
                 Command::Local(args) => run_local(*args, token).await,
                 Command::Gc(args) => run_gc(args).await,
+                Command::Serve(args) => run_serve(*args, token).await,
             }
         }),
         Err(err) => Err(err),
@@ -260,7 +342,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         artifacts_url: args.common.artifacts_url,
         target_url: args.common.target_url,
     };
-    let build = event::resolve(flags.to_raw()?.or(from_event), &new_build_id(), true)?;
+    let build = event::resolve(flags.to_raw()?.or(from_event), &plan::new_build_id(), true)?;
     let wait = args.wait;
     let opts = SwarmOptions {
         build,
@@ -270,14 +352,16 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         },
         token,
         forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
-        networks: args.networks,
+        networks: args.placement.networks,
         limits: limits(&args.limits)?,
         node_access: node_access(&args.tls),
         wait: args.wait,
-        start_timeout: args.start_timeout,
+        start_timeout: args.placement.start_timeout,
+        labels: Default::default(),
+        copy_slots: None,
     };
     match swarm::launch(&opts).await? {
-        Outcome::Started { service } => {
+        Outcome::Started { service, .. } => {
             println!("{service}");
             Ok(exit::PASSED)
         }
@@ -301,6 +385,61 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
             ));
             Ok(exit::PASSED)
         }
+    }
+}
+
+async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchError> {
+    let serve_error = |err: ServeError| {
+        Renderer::default().report("forge-launch serve", &err);
+        exit::INFRASTRUCTURE
+    };
+    let secret = match serve::read_secret(&args.webhook_secret_file) {
+        Ok(secret) => secret,
+        Err(err) => return Ok(serve_error(err)),
+    };
+    let credentials = match (args.app_id, &args.app_key_file) {
+        (Some(id), Some(key)) => match App::load(id, key) {
+            Ok(app) => Credentials::App(Box::new(app)),
+            Err(err) => return Ok(serve_error(err.into())),
+        },
+        _ => match token {
+            Some(token) => Credentials::Static(token),
+            None => Credentials::None,
+        },
+    };
+    let opts = ServeOptions {
+        listen: args.listen,
+        credentials,
+        push: PushPolicy {
+            branches: args.push_branches,
+        },
+        build_forks: args.fork_prs == ForkPrs::Build,
+        action: args.action,
+        api_url: args
+            .common
+            .api_url
+            .unwrap_or_else(|| crate::facts::DEFAULT_API_URL.to_string()),
+        artifacts_url: args.common.artifacts_url,
+        target_url: args.common.target_url,
+        forgexec: Binaries::locate(args.common.forgexec.as_deref())?,
+        networks: args.placement.networks,
+        // A webhook service queues builds on the swarm: what a build may
+        // use is also what it reserves.
+        limits: Limits {
+            reserve: true,
+            ..limits(&args.limits)?
+        },
+        node_access: node_access(&args.tls),
+        start_timeout: args.placement.start_timeout,
+        retention: args.retention,
+        gc_interval: Duration::from_secs(60),
+        shutdown_timeout: args.shutdown_timeout,
+        queued_after: Duration::from_secs(5),
+        max_launches: args.max_launches,
+    };
+    match serve::run(opts, secret).await {
+        Ok(()) => Ok(exit::PASSED),
+        Err(err) => Ok(serve_error(err)),
     }
 }
 
@@ -342,13 +481,6 @@ async fn run_gc(args: GcArgs) -> Result<u8, LaunchError> {
         println!("{name}");
     }
     Ok(exit::PASSED)
-}
-
-/// A new build id: the launch time and a random part.
-fn new_build_id() -> BuildId {
-    let text = plan::build_id(std::time::SystemTime::now(), fastrand::u16(..));
-    text.parse()
-        .expect("plan::build_id makes digits, `T` and `-` only")
 }
 
 fn read_input(path: &Path) -> Result<(String, Vec<u8>), LaunchError> {
@@ -414,6 +546,7 @@ fn limits(args: &LimitArgs) -> Result<Limits, LaunchError> {
         nano_cpus,
         memory_bytes,
         pids: args.pids,
+        reserve: false,
     })
 }
 
@@ -439,7 +572,7 @@ pub fn parse_bytes(text: &str) -> Result<i64, LaunchError> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, json: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn",
@@ -448,6 +581,14 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -491,6 +632,6 @@ mod tests {
 
     #[test]
     fn build_ids_are_valid() {
-        assert!(new_build_id().len() > 16);
+        assert!(plan::new_build_id().len() > 16);
     }
 }

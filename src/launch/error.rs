@@ -70,11 +70,19 @@ pub enum LaunchError {
     NoImage { label: String },
     #[error("forge API: {0}")]
     Forge(#[source] Box<ForgeError>),
+    /// The GitHub App's credentials (`forge-launch serve`).
+    #[error(transparent)]
+    App(#[from] super::serve::app::AppError),
     /// A Docker API call failed; `message` is the daemon's own message.
     #[error("docker: {action}: {message}")]
     Docker { action: String, message: String },
     #[error("the build task of service {service} failed: {err}")]
-    TaskFailed { service: String, err: String },
+    TaskFailed {
+        service: String,
+        /// The node's hostname (or id) the task was on, if placed.
+        node: String,
+        err: String,
+    },
     #[error("timed out after {seconds}s waiting for the build task of service {service} to be placed (last state: {state}); raise --start-timeout or check `docker service ps {service}`")]
     TaskTimeout {
         service: String,
@@ -123,6 +131,24 @@ impl LaunchError {
             LaunchError::Binary(e) => e.exit_code(),
             _ => exit::INFRASTRUCTURE,
         }
+    }
+
+    /// The common causes said plainly, for a commit status's few words
+    /// (`None`: the error as it is).
+    pub fn plain_cause(&self) -> Option<String> {
+        let LaunchError::TaskFailed { node, err, .. } = self else {
+            return None;
+        };
+        let image = err.split("No such image: ").nth(1)?;
+        let on = if node.is_empty() {
+            String::new()
+        } else {
+            format!(" on {node}")
+        };
+        Some(format!(
+            "image `{}` not found{on} (No such image)",
+            image.trim()
+        ))
     }
 
     /// Wraps a bollard error, keeping the daemon's message verbatim.
@@ -174,4 +200,24 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_image_is_said_plainly_in_a_status() {
+        let err = LaunchError::TaskFailed {
+            service: "forge-o-r-1-x".into(),
+            node: "node-2".into(),
+            err: "No such image: ghcr.io/x/y:1".into(),
+        };
+        assert_eq!(
+            err.plain_cause().unwrap(),
+            "image `ghcr.io/x/y:1` not found on node-2 (No such image)"
+        );
+        // the full error keeps Docker's words
+        assert!(err.to_string().contains("No such image: ghcr.io/x/y:1"));
+    }
 }

@@ -38,6 +38,13 @@ pub fn build_id(now: SystemTime, random: u16) -> String {
     )
 }
 
+/// A new build id: the launch time and a random part.
+pub fn new_build_id() -> crate::facts::BuildId {
+    build_id(SystemTime::now(), fastrand::u16(..))
+        .parse()
+        .expect("build_id makes digits, `T` and `-` only")
+}
+
 /// `forge-{owner}-{repo}-{pr}-{build_id}`, made valid for Docker: characters
 /// other than letters, digits, `-` and `_` become `-`, runs of `-` collapse,
 /// and the owner/repo part is truncated so the whole fits in 63 characters.

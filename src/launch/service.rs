@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit,
-    NetworkAttachmentConfig, Platform, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    NetworkAttachmentConfig, Platform, ResourceObject, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
@@ -34,11 +34,15 @@ pub struct Limits {
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
     pub pids: Option<i64>,
+    /// The CPUs and memory are also reserved: the swarm places the task
+    /// only on a node that has them free, and keeps it pending until one
+    /// has (serve's queue).
+    pub reserve: bool,
 }
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
+        self.nano_cpus.is_none() && self.memory_bytes.is_none() && self.pids.is_none()
     }
 }
 
@@ -55,6 +59,8 @@ pub struct ServiceRequest {
     /// Where the swarm may place the task (`Placement.Platforms`): the
     /// architectures with a forgexec binary ([`super::binary`]).
     pub platforms: Vec<Platform>,
+    /// Extra `/etc/hosts` entries (`IP NAME`): the sidecars' names.
+    pub hosts: Vec<String>,
 }
 
 /// The swarm service spec: one replica, command `/forgexec`, never
@@ -73,6 +79,11 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
             nano_cpus: req.limits.nano_cpus,
             memory_bytes: req.limits.memory_bytes,
             pids: req.limits.pids,
+        }),
+        reservations: req.limits.reserve.then(|| ResourceObject {
+            nano_cpus: req.limits.nano_cpus,
+            memory_bytes: req.limits.memory_bytes,
+            ..Default::default()
         }),
         ..Default::default()
     });
@@ -100,6 +111,7 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
                 env: Some(req.env.clone()),
                 labels: Some(req.labels.clone()),
                 stop_grace_period: Some(STOP_GRACE_PERIOD_NANOS),
+                hosts: (!req.hosts.is_empty()).then(|| req.hosts.clone()),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -342,10 +354,16 @@ pub async fn wait_for_container(
                 TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
                 TaskProgress::Gone => return Ok(Wait::Gone),
                 TaskProgress::Failed(err) => {
+                    let node_id = task.node_id.clone().unwrap_or_default();
+                    let node = match docker.inspect_node(&node_id).await {
+                        Ok(n) => n.description.and_then(|d| d.hostname).unwrap_or(node_id),
+                        Err(_) => node_id,
+                    };
                     return Err(LaunchError::TaskFailed {
                         service: service_name.to_string(),
+                        node,
                         err,
-                    })
+                    });
                 }
                 TaskProgress::RanItself(state) => {
                     return Err(LaunchError::ImageHasForgexec {
@@ -474,6 +492,7 @@ mod tests {
                 ..Limits::default()
             },
             platforms: crate::launch::binary::platforms(&[crate::launch::binary::Arch::Aarch64]),
+            hosts: vec!["127.0.0.1 db".into()],
         };
         let spec = service_spec(&req);
         let json = serde_json::to_value(&spec).unwrap();
@@ -495,11 +514,37 @@ mod tests {
         assert_eq!(json["EndpointSpec"]["Ports"][0]["TargetPort"], 80);
         assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
         assert_eq!(
+            json["TaskTemplate"]["ContainerSpec"]["Hosts"],
+            serde_json::json!(["127.0.0.1 db"])
+        );
+        assert_eq!(
             json["TaskTemplate"]["Placement"]["Platforms"],
             serde_json::json!([{"Architecture": "aarch64", "OS": "linux"}])
         );
         assert!(json["TaskTemplate"]["ContainerSpec"]
             .get("Secrets")
             .is_none());
+        assert!(json["TaskTemplate"]["Resources"]
+            .get("Reservations")
+            .is_none());
+    }
+
+    #[test]
+    fn reserved_limits_are_reservations_too() {
+        let req = ServiceRequest {
+            limits: Limits {
+                nano_cpus: Some(2_000_000_000),
+                memory_bytes: Some(512 << 20),
+                pids: Some(100),
+                reserve: true,
+            },
+            ..ServiceRequest::default()
+        };
+        let json = serde_json::to_value(service_spec(&req)).unwrap();
+        let resources = &json["TaskTemplate"]["Resources"];
+        assert_eq!(resources["Reservations"]["NanoCPUs"], 2_000_000_000i64);
+        assert_eq!(resources["Reservations"]["MemoryBytes"], 512 << 20);
+        assert_eq!(resources["Limits"]["NanoCPUs"], 2_000_000_000i64);
+        assert_eq!(resources["Limits"]["Pids"], 100);
     }
 }

@@ -5,6 +5,7 @@
 //! on the task's node and starts it; with `--wait` follows the build to its
 //! end. Every failure after the service exists removes it again.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +17,7 @@ use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
 use super::service::{self, Limits, ServiceRequest, Wait};
+use super::sidecar;
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
 use crate::secret::Secret;
@@ -42,17 +44,35 @@ pub struct SwarmOptions {
     pub node_access: NodeAccess,
     pub wait: bool,
     pub start_timeout: Duration,
+    /// Labels put on the service besides the build's own (serve records
+    /// the delivery that asked for it).
+    pub labels: HashMap<String, String>,
+    /// Shared by concurrent launches: how many copy forgexec into their
+    /// container at once (`None`: no bound, one launch per process).
+    pub copy_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 /// How a launch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Started; without `--wait` the launcher returns here.
-    Started { service: String },
+    Started {
+        service: String,
+        /// Where the build runs: its service, node and container ids.
+        running: Running,
+    },
     /// `--wait`: the build ended with this exit code; service removed.
     Finished { service: String, exit_code: i64 },
     /// A newer launch for the same pull request took over.
     Superseded { service: String },
+}
+
+/// A started build's service, node and container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub service_id: String,
+    pub node_id: String,
+    pub container_id: String,
 }
 
 /// Parses the spec with the same library code as `forgexec validate` and
@@ -135,7 +155,13 @@ impl Reporter<'_> {
         let status = CommitStatus::new(
             StatusState::Error,
             build.status_context.clone(),
-            format!("forge-launch: {}", renderer.error(err)),
+            format!(
+                "forge-launch: {}",
+                match err.plain_cause() {
+                    Some(text) => renderer.text(&text),
+                    None => renderer.error(err),
+                }
+            ),
             build.target_url.clone(),
         );
         if let Err(post) = self.forge.post_status(url, &status).await {
@@ -177,15 +203,20 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
         "container environment: {:?}",
         env.keys().collect::<Vec<_>>()
     );
+    let mut labels = plan::labels(build);
+    for (key, value) in &opts.labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
     let request = ServiceRequest {
         name: name.clone(),
         image,
         env: plan::env_list(&env),
-        labels: plan::labels(build),
+        labels,
         networks: opts.networks.clone(),
         ports: spec.ports.clone(),
         limits: opts.limits,
         platforms,
+        hosts: sidecar::swarm_hosts(spec),
     };
 
     // A newer push makes the running builds of this pull request stale.
@@ -197,16 +228,61 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
     let id = service::create(&docker, service::service_spec(&request)).await?;
     tracing::info!("created service {name} ({id})");
-    match run_service(opts, &docker, &local_node, &id, &name).await {
+    after_create(opts, spec, &docker, &local_node, &id, &name).await
+}
+
+/// Finishes the launch of a build service that exists but whose container
+/// was never started (a launcher stopped in between): the same steps as
+/// after creation.
+pub async fn resume(
+    opts: &SwarmOptions,
+    service_id: &str,
+    name: &str,
+) -> Result<Outcome, LaunchError> {
+    let forge = Forge::new(opts.token.clone())?;
+    let docker = node::connect_manager().await?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
+    let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+    // Read again for its sidecar services (it was valid at creation).
+    let result = match load_spec(opts, &forge).await {
+        Ok(spec) => after_create(opts, &spec, &docker, &local_node, service_id, name).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = &result {
+        Reporter {
+            forge: &forge,
+            opts,
+        }
+        .error(err)
+        .await;
+    }
+    result
+}
+
+/// Runs the created service; every failure removes it again.
+async fn after_create(
+    opts: &SwarmOptions,
+    spec: &Spec,
+    docker: &Docker,
+    local_node: &str,
+    id: &str,
+    name: &str,
+) -> Result<Outcome, LaunchError> {
+    match run_service(opts, spec, docker, local_node, id, name).await {
         Ok(outcome) => Ok(outcome),
         // A racing or newer launch removed our service midway: its objects
         // vanish under us (404s), which is not a failure of this build.
-        Err(err) if !service::exists(&docker, &id).await.unwrap_or(true) => {
+        Err(err) if !service::exists(docker, id).await.unwrap_or(true) => {
             tracing::info!("{name} was removed while launching ({err})");
-            Ok(Outcome::Superseded { service: name })
+            Ok(Outcome::Superseded {
+                service: name.to_string(),
+            })
         }
         Err(err) => {
-            if let Err(cleanup) = service::remove(&docker, &id).await {
+            if let Err(cleanup) = service::remove(docker, id).await {
                 tracing::warn!("could not remove service {name}: {cleanup}");
             }
             Err(err)
@@ -217,6 +293,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 /// After creation: settle races, place, inject, start, and maybe follow.
 async fn run_service(
     opts: &SwarmOptions,
+    spec: &Spec,
     docker: &Docker,
     local_node: &str,
     id: &str,
@@ -252,32 +329,13 @@ async fn run_service(
         Wait::Ready(placed) => placed,
         Wait::Gone => return Ok(superseded()),
     };
-    let endpoint = if placed.node_id == local_node {
-        node::Endpoint::Local
-    } else {
-        let node = docker
-            .inspect_node(&placed.node_id)
-            .await
-            .map_err(|e| LaunchError::docker(format!("inspecting node {}", placed.node_id), e))?;
-        let addr = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addr.clone())
-            .filter(|a| a != "0.0.0.0")
-            .or_else(|| {
-                node.manager_status
-                    .as_ref()
-                    .and_then(|m| m.addr.as_deref())
-                    .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
-            });
-        node::select_endpoint(
-            &placed.node_id,
-            local_node,
-            addr.as_deref(),
-            &opts.node_access,
-        )?
+    let node_docker = node_daemon(docker, local_node, &placed.node_id, &opts.node_access).await?;
+    // The binary and its archive are megabytes each: a service launching
+    // many builds at once copies a few at a time.
+    let _slot = match &opts.copy_slots {
+        Some(slots) => slots.acquire().await.ok(),
+        None => None,
     };
-    let node_docker = node::connect(&endpoint, docker).await?;
     let forgexec = binary::for_task(
         docker,
         &node_docker,
@@ -290,11 +348,23 @@ async fn run_service(
     let tar = archive::executor_archive(&forgexec, opts.token.as_ref(), owner)
         .map_err(|e| LaunchError::io("building the executor archive", e))?;
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);
+    // forgexec waits for their ports and reports one that never opens.
+    let labels = plan::labels(build);
+    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
+    {
+        tracing::error!("{err}");
+    }
 
     if !opts.wait {
         return Ok(Outcome::Started {
             service: name.to_string(),
+            running: Running {
+                service_id: id.to_string(),
+                node_id: placed.node_id,
+                container_id: placed.container_id,
+            },
         });
     }
     let code = tokio::select! {
@@ -306,6 +376,7 @@ async fn run_service(
             });
         }
     };
+    sidecar::remove(&node_docker, name).await;
     let code = match code {
         Ok(code) => code,
         Err(err) => {
@@ -323,6 +394,37 @@ async fn run_service(
         service: name.to_string(),
         exit_code: code,
     })
+}
+
+/// The daemon of node `node_id`: the manager's own connection when the
+/// node is this one, else the node's address with `access`.
+pub async fn node_daemon(
+    docker: &Docker,
+    local_node: &str,
+    node_id: &str,
+    access: &NodeAccess,
+) -> Result<Docker, LaunchError> {
+    let endpoint = if node_id == local_node {
+        node::Endpoint::Local
+    } else {
+        let node = docker
+            .inspect_node(node_id)
+            .await
+            .map_err(|e| LaunchError::docker(format!("inspecting node {node_id}"), e))?;
+        let addr = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addr.clone())
+            .filter(|a| a != "0.0.0.0")
+            .or_else(|| {
+                node.manager_status
+                    .as_ref()
+                    .and_then(|m| m.addr.as_deref())
+                    .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+            });
+        node::select_endpoint(node_id, local_node, addr.as_deref(), access)?
+    };
+    node::connect(&endpoint, docker).await
 }
 
 /// The owner of the files copied into `container`: its configured user
@@ -463,6 +565,10 @@ pub async fn gc(
         Some((owner, name)) => plan::repo_filter(owner, name),
         None => plan::all_builds_filter(),
     };
+    let reaped = sidecar::reap(&docker).await;
+    if reaped > 0 {
+        tracing::info!("removed {reaped} sidecar container(s) of finished builds");
+    }
     for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())
@@ -505,18 +611,7 @@ async fn build_is_running(
             continue;
         };
         let node_id = task.node_id.unwrap_or_default();
-        let endpoint = if node_id == local_node {
-            node::Endpoint::Local
-        } else {
-            let addr = docker
-                .inspect_node(&node_id)
-                .await
-                .ok()
-                .and_then(|n| n.status)
-                .and_then(|s| s.addr);
-            node::select_endpoint(&node_id, local_node, addr.as_deref(), access)?
-        };
-        let node_docker = node::connect(&endpoint, docker).await?;
+        let node_docker = node_daemon(docker, local_node, &node_id, access).await?;
         match node_docker.inspect_container(&container, None).await {
             Ok(c) => {
                 if c.state.and_then(|s| s.running).unwrap_or(false) {

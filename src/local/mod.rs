@@ -53,7 +53,7 @@ pub struct RunOptions {
 /// What a local command produced.
 pub enum RunOutcome {
     /// `--list`: the plan, nothing ran.
-    Listed(BuildPlan),
+    Listed(Box<BuildPlan>),
     /// The build ran (or could not start) and ended like this.
     Built(BuildOutcome),
 }
@@ -131,7 +131,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome, LocalError> {
     if options.list {
         return build
             .plan()
-            .map(RunOutcome::Listed)
+            .map(|plan| RunOutcome::Listed(Box::new(plan)))
             .map_err(|err| LocalError::Plan(Box::new(err)));
     }
     let ctx = build.context();

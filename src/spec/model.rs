@@ -26,6 +26,8 @@ pub struct Spec {
     pub artifacts: Artifacts,
     /// Whole-build time limit.
     pub timeout: Option<Duration>,
+    /// Sidecar services (`services:`), in file order.
+    pub services: Vec<Service>,
 }
 
 impl Spec {
@@ -48,6 +50,39 @@ impl Spec {
             names.insert(0, "execute");
         }
         names
+    }
+}
+
+/// How long forgexec waits for a service's ports when `wait:` is not given.
+pub const DEFAULT_SERVICE_WAIT: Duration = Duration::from_secs(60);
+
+/// A sidecar service: a container beside the build, sharing its network
+/// namespace, reached at `127.0.0.1:PORT` or by its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// `[a-z0-9][a-z0-9-]*`: also its host name inside the build.
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's command.
+    pub command: Option<Run>,
+    /// Replaces the image's entrypoint.
+    pub entrypoint: Option<Run>,
+    pub environment: BTreeMap<String, String>,
+    /// Container ports forgexec waits for before `setup`.
+    pub ports: Vec<u16>,
+    /// How long to wait for the ports.
+    pub wait: Duration,
+    /// 1-based line of the service's name in the file.
+    pub line: usize,
+}
+
+impl Service {
+    /// Whether `name` may name a service (and a host).
+    pub fn is_valid_name(name: &str) -> bool {
+        let mut bytes = name.bytes();
+        matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
+            && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+            && name.len() <= 63
     }
 }
 
@@ -86,7 +121,7 @@ impl Command {
 /// How a command is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Run {
-    /// Shell form: `/bin/sh -c TEXT` where the image has a shell.
+    /// Shell form: `/bin/sh -ec TEXT` where the image has a shell.
     Shell(String),
     /// Exec form: program and arguments, never needs a shell.
     Exec(Vec<String>),

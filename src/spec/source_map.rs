@@ -134,6 +134,8 @@ pub struct SourceMap {
     pub too_deep: Option<Position>,
     /// Where the first `<<` key is, for merge errors.
     pub first_merge_key: Option<Position>,
+    /// The text of each plain (unquoted) scalar value, as written.
+    plain: HashMap<YamlPath, String>,
 }
 
 /// A YAML syntax error found by yaml-rust2.
@@ -141,6 +143,14 @@ pub struct SourceMap {
 pub struct SyntaxError {
     pub at: Position,
     pub message: String,
+}
+
+impl SyntaxError {
+    /// yaml-rust2 counts flow nesting (`[[[`) in a byte and reports the
+    /// overflow only as this text.
+    pub fn is_flow_nesting_overflow(&self) -> bool {
+        self.message == "recursion limit exceeded"
+    }
 }
 
 impl SourceMap {
@@ -190,6 +200,16 @@ impl SourceMap {
             (Target::Key, true) => Some(location.key.unwrap_or(location.value)),
             _ => Some(location.value),
         }
+    }
+
+    /// The text of the plain scalar at `path` as the file writes it (not
+    /// as YAML resolves it: `3.10`, not `3.1`), through aliases and merges.
+    pub fn plain_text(&self, path: &YamlPath) -> Option<&str> {
+        let mut current = YamlPath::root();
+        for segment in &path.0 {
+            current = self.step(&current, segment)?;
+        }
+        self.plain.get(&current).map(String::as_str)
     }
 
     /// Follow one segment from the (alias-resolved) node `from`.
@@ -370,7 +390,10 @@ impl Builder {
                 self.aliases_seen = true;
                 self.count(weight, at);
             }
-            Event::Scalar(_, _, anchor, _) => {
+            Event::Scalar(text, style, anchor, _) => {
+                if style == TScalarStyle::Plain {
+                    self.map.plain.insert(path.clone(), text);
+                }
                 if anchor != 0 {
                     self.map.anchors.insert(anchor, path);
                     self.anchor_sizes.insert(anchor, 1);

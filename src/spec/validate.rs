@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::model::{Artifacts, Command, PortMapping, Run, Spec, When};
+use crate::facts::{parse_duration, ActionName};
+
+use super::model::{
+    Artifacts, Command, PortMapping, Run, Service, Spec, When, DEFAULT_SERVICE_WAIT,
+};
 use super::shell_words::is_env_name;
-use super::source_map::{Position, SourceMap, Target, YamlPath, MAX_EXPANDED_NODES};
+use super::source_map::{Position, Segment, SourceMap, Target, YamlPath};
+use super::yaml::{self, Document};
 use super::{Diagnostic, SpecError};
 
 /// Top-level keys of the language.
@@ -25,6 +30,17 @@ pub const TOP_KEYS: &[&str] = &[
     "actions",
     "artifacts",
     "timeout",
+    "services",
+];
+
+/// Keys of a service under `services:`.
+pub const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "ports",
+    "wait",
 ];
 
 /// Keys of a command in mapping form.
@@ -37,101 +53,10 @@ const WHEN_VALUES: &[&str] = &["on_success", "on_failure", "always"];
 
 /// Validate the UTF-8 `text` of a `.forge.yml` labelled `label`.
 pub(crate) fn validate(label: &str, text: &str) -> Result<Spec, SpecError> {
-    let (map, syntax) = SourceMap::build(text);
-    let invalid = |diagnostics: Vec<Diagnostic>| SpecError::Invalid {
-        path: label.to_string(),
-        diagnostics,
-    };
-    if let Some(bomb) = &map.alias_bomb {
-        return Err(invalid(vec![Diagnostic {
-            line: bomb.at.line,
-            column: bomb.at.column,
-            path: String::new(),
-            message: if bomb.by_alias {
-                format!(
-                    "aliases expand this document to more than {MAX_EXPANDED_NODES} nodes (an alias bomb, \"billion laughs\")"
-                )
-            } else {
-                format!("the document has more than {MAX_EXPANDED_NODES} nodes")
-            },
-            help: Some(if bomb.by_alias {
-                "use each anchor a few times; a .forge.yml needs no more".to_string()
-            } else {
-                "a .forge.yml describes a build; keep data in other files".to_string()
-            }),
-        }]));
-    }
-    let recursion = syntax
-        .as_ref()
-        .filter(|s| s.message.contains("recursion limit"))
-        .map(|s| s.at);
-    if let Some(at) = map.too_deep.or(recursion) {
-        // Refused here: libyaml takes quadratic time on deep nesting.
-        return Err(SpecError::Yaml {
-            path: label.to_string(),
-            line: at.line,
-            column: at.column,
-            message: "invalid YAML: the document is nested too deeply".to_string(),
-            help: Some("a .forge.yml needs only a few levels of nesting".to_string()),
-        });
-    }
-    if syntax.is_none() && !map.duplicates.is_empty() {
-        let diagnostics = map
-            .duplicates
-            .iter()
-            .map(|dup| Diagnostic {
-                line: dup.at.line,
-                column: dup.at.column,
-                path: dup.path.to_string(),
-                message: format!(
-                    "duplicate key `{}` (first defined at line {})",
-                    dup.key, dup.first.line
-                ),
-                help: Some(
-                    "remove one of them; a key may appear only once in a mapping".to_string(),
-                ),
-            })
-            .collect();
-        return Err(invalid(diagnostics));
-    }
-    let mut value: Value = match serde_yaml::from_str(text) {
-        Ok(value) => value,
-        Err(err) => return Err(yaml_error(label, text, &err)),
-    };
-    if let Some(syntax) = syntax {
-        // libyaml accepted what yaml-rust2 refused: refuse it anyway, since
-        // positions could not be mapped.
-        return Err(SpecError::Yaml {
-            path: label.to_string(),
-            line: syntax.at.line,
-            column: syntax.at.column,
-            message: format!("invalid YAML: {}", syntax.message),
-            help: Some(syntax_help(text, syntax.at.line)),
-        });
-    }
-    if value.is_null() {
-        return Err(SpecError::Empty {
-            path: label.to_string(),
-        });
-    }
-    if let Err(err) = value.apply_merge() {
-        let at = map
-            .first_merge_key
-            .unwrap_or(Position { line: 1, column: 1 });
-        return Err(invalid(vec![Diagnostic {
-            line: at.line,
-            column: at.column,
-            path: String::new(),
-            message: format!("bad `<<` merge key: {err}"),
-            help: Some(
-                "merge a mapping, e.g. `<<: *defaults` where `&defaults` names a mapping"
-                    .to_string(),
-            ),
-        }]));
-    }
+    let Document { value, map } = yaml::parse(label, text)?;
     let mut validator = Validator {
         map: &map,
-        diagnostics: Vec::new(),
+        diagnostics: duplicate_keys(&map),
     };
     let spec = validator.spec(&value);
     let mut diagnostics = validator.diagnostics;
@@ -139,75 +64,27 @@ pub(crate) fn validate(label: &str, text: &str) -> Result<Spec, SpecError> {
         Ok(spec)
     } else {
         diagnostics.sort_by_key(|d| (d.line, d.column));
-        Err(invalid(diagnostics))
+        Err(SpecError::Invalid {
+            path: label.to_string(),
+            diagnostics,
+        })
     }
 }
 
-fn yaml_error(label: &str, text: &str, err: &serde_yaml::Error) -> SpecError {
-    let (line, column) = err
-        .location()
-        .map_or((0, 0), |location| (location.line(), location.column()));
-    let message = err.to_string();
-    let help = if message.contains("duplicate entry") {
-        "remove one of them; a key may appear only once in a mapping".to_string()
-    } else if message.contains("more than one document") {
-        if let Some(at) = second_document(text) {
-            return SpecError::Yaml {
-                path: label.to_string(),
-                line: at,
-                column: 1,
-                message:
-                    "invalid YAML: a second document starts here; a .forge.yml is one document"
-                        .to_string(),
-                help: Some(
-                    "remove this `---` line and what follows, or merge it into the first document"
-                        .to_string(),
-                ),
-            };
-        }
-        "keep a single YAML document: remove the extra `---` lines".to_string()
-    } else {
-        syntax_help(text, line)
-    };
-    SpecError::Yaml {
-        path: label.to_string(),
-        line,
-        column,
-        message: format!("invalid YAML: {message}"),
-        help: Some(help),
-    }
-}
-
-/// The line of the `---` that starts a second document, if any.
-fn second_document(text: &str) -> Option<usize> {
-    let mut content = false;
-    for (n, line) in text.lines().enumerate() {
-        if line.starts_with("---") && content {
-            return Some(n + 1);
-        }
-        let trimmed = line.trim();
-        if !trimmed.is_empty()
-            && !trimmed.starts_with('#')
-            && !line.starts_with("---")
-            && !line.starts_with('%')
-        {
-            content = true;
-        }
-    }
-    None
-}
-
-fn syntax_help(text: &str, line: usize) -> String {
-    let near = |l: usize| {
-        text.lines()
-            .nth(l.wrapping_sub(1))
-            .is_some_and(|s| s.contains('\t'))
-    };
-    if line > 0 && (near(line) || near(line - 1)) {
-        "YAML does not allow tabs for indentation; indent with spaces".to_string()
-    } else {
-        "check the indentation, quotes and brackets around this position".to_string()
-    }
+fn duplicate_keys(map: &SourceMap) -> Vec<Diagnostic> {
+    map.duplicates
+        .iter()
+        .map(|dup| Diagnostic {
+            line: dup.at.line,
+            column: dup.at.column,
+            path: dup.path.to_string(),
+            message: format!(
+                "duplicate key `{}` (first defined at line {})",
+                dup.key, dup.first.line
+            ),
+            help: Some("remove one of them; a key may appear only once in a mapping".to_string()),
+        })
+        .collect()
 }
 
 /// The closest of `valid` to `name`, when it is close enough to be a typo.
@@ -222,7 +99,7 @@ pub(crate) fn did_you_mean<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str>
 }
 
 /// Parse a duration: a bare number of seconds or humantime text.
-pub(crate) fn parse_duration(value: &Value) -> Result<Duration, String> {
+pub(crate) fn duration_value(value: &Value) -> Result<Duration, String> {
     let duration = match value {
         Value::Number(number) => match number.as_u64() {
             Some(seconds) => Duration::from_secs(seconds),
@@ -232,23 +109,7 @@ pub(crate) fn parse_duration(value: &Value) -> Result<Duration, String> {
                 ))
             }
         },
-        Value::String(text) => {
-            let trimmed = text.trim();
-            if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-                match trimmed.parse::<u64>() {
-                    Ok(seconds) => Duration::from_secs(seconds),
-                    Err(_) => return Err(format!("`{text}` is too large")),
-                }
-            } else {
-                humantime::parse_duration(trimmed).map_err(|err| match err {
-                    humantime::DurationError::UnknownUnit { unit, .. } => {
-                        format!("`{text}` is not a duration: unknown unit `{unit}`")
-                    }
-                    humantime::DurationError::NumberOverflow => format!("`{text}` is too large"),
-                    _ => format!("`{text}` is not a duration"),
-                })?
-            }
-        }
+        Value::String(text) => parse_duration(text).map_err(|err| err.to_string())?,
         other => {
             return Err(format!(
                 "a duration must be a string or a number, not {}",
@@ -285,15 +146,6 @@ fn key_text(key: &Value) -> Option<String> {
     }
 }
 
-fn is_action_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
 struct Validator<'a> {
     map: &'a SourceMap,
     diagnostics: Vec<Diagnostic>,
@@ -312,6 +164,23 @@ impl Validator<'_> {
             message,
             help,
         });
+    }
+
+    /// "WHAT must be EXPECTED, not (what `found` is)", at the value.
+    fn wrong_kind(
+        &mut self,
+        path: &YamlPath,
+        what: &str,
+        expected: &str,
+        found: &Value,
+        help: &str,
+    ) {
+        self.error(
+            path,
+            Target::Value,
+            format!("{what} must be {expected}, not {}", kind(found)),
+            Some(help.to_string()),
+        );
     }
 
     fn line(&self, path: &YamlPath) -> usize {
@@ -362,14 +231,12 @@ impl Validator<'_> {
         let mut spec = Spec::default();
         let path = YamlPath::root();
         let Value::Mapping(mapping) = root else {
-            self.error(
+            self.wrong_kind(
                 &path,
-                Target::Value,
-                format!(
-                    "the file must be a mapping of keys such as `image:` and `execute:`, not {}",
-                    kind(root)
-                ),
-                Some("start with `execute:` and a list of commands".to_string()),
+                "the file",
+                "a mapping of keys such as `image:` and `execute:`",
+                root,
+                "start with `execute:` and a list of commands",
             );
             return spec;
         };
@@ -385,10 +252,12 @@ impl Validator<'_> {
                 "actions" => spec.actions = self.actions(&here, value),
                 "artifacts" => spec.artifacts = self.artifacts(&here, value),
                 "timeout" => spec.timeout = self.duration(&here, value),
+                "services" => spec.services = self.services(&here, value),
                 other if other.starts_with("x-") => {}
                 other => self.unknown_key(&path, other, TOP_KEYS, "the file"),
             }
         }
+        self.ports_shared_with_services(&path, &spec);
         let has = |key: &str| mapping.contains_key(key);
         // A misspelt `execute:` is reported as such; saying there is
         // nothing to run would only repeat it.
@@ -411,6 +280,153 @@ impl Validator<'_> {
         spec
     }
 
+    fn services(&mut self, path: &YamlPath, value: &Value) -> Vec<Service> {
+        let mut services = Vec::new();
+        let Value::Mapping(mapping) = value else {
+            self.wrong_kind(
+                path,
+                "`services`",
+                "a mapping of service names to services",
+                value,
+                "write e.g. `services: {db: {image: \"postgres:16\", ports: [5432]}}`",
+            );
+            return services;
+        };
+        // Port -> the service that waits on it, for the clash check.
+        let mut taken: BTreeMap<u16, String> = BTreeMap::new();
+        for (name, value) in self.entries(path, mapping) {
+            let here = path.key(&name);
+            if !Service::is_valid_name(&name) {
+                self.error(
+                    &here,
+                    Target::Key,
+                    format!("`{name}` is not a valid service name"),
+                    Some("use lower-case letters, digits and `-`, starting with a letter or digit (at most 63), e.g. `db`".to_string()),
+                );
+            }
+            // Services with problems are kept too: their ports are still
+            // checked, and any problem makes the whole file refused.
+            if let Some(service) = self.service(&here, &name, value) {
+                for (index, port) in service.ports.iter().enumerate() {
+                    if let Some(other) = taken.get(port) {
+                        self.error(
+                            &here.key("ports").index(index),
+                            Target::Value,
+                            format!("port {port} is already the port of service `{other}`"),
+                            Some(
+                                "services share the build's network: give each its own port"
+                                    .to_string(),
+                            ),
+                        );
+                    } else {
+                        taken.insert(*port, name.clone());
+                    }
+                }
+                services.push(service);
+            }
+        }
+        services
+    }
+
+    fn service(&mut self, path: &YamlPath, name: &str, value: &Value) -> Option<Service> {
+        let Value::Mapping(mapping) = value else {
+            self.wrong_kind(
+                path,
+                &format!("service `{name}`"),
+                "a mapping with at least `image:`",
+                value,
+                "write e.g. `db: {image: \"postgres:16\", ports: [5432]}`",
+            );
+            return None;
+        };
+        let mut service = Service {
+            name: name.to_string(),
+            image: String::new(),
+            command: None,
+            entrypoint: None,
+            environment: BTreeMap::new(),
+            ports: Vec::new(),
+            wait: DEFAULT_SERVICE_WAIT,
+            line: self.map.position(path, Target::Key).map_or(1, |at| at.line),
+        };
+        let mut image = None;
+        for (key, value) in self.entries(path, mapping) {
+            let here = path.key(&key);
+            match key.as_str() {
+                "image" => image = self.image(&here, value),
+                "command" => service.command = self.run(&here, value),
+                "entrypoint" => service.entrypoint = self.run(&here, value),
+                "environment" => service.environment = self.env(&here, value),
+                "ports" => service.ports = self.service_ports(&here, value),
+                "wait" => {
+                    service.wait = self.duration(&here, value).unwrap_or(DEFAULT_SERVICE_WAIT)
+                }
+                other => self.unknown_key(path, other, SERVICE_KEYS, "a service"),
+            }
+        }
+        match image {
+            Some(image) => service.image = image,
+            None if !mapping.contains_key("image") => self.error(
+                path,
+                Target::Key,
+                format!("service `{name}` has no `image`"),
+                Some(format!("add e.g. `image: postgres:16` under `{name}:`")),
+            ),
+            None => {}
+        }
+        Some(service)
+    }
+
+    fn service_ports(&mut self, path: &YamlPath, value: &Value) -> Vec<u16> {
+        let Value::Sequence(items) = value else {
+            self.wrong_kind(
+                path,
+                "a service's `ports`",
+                "a list of container ports",
+                value,
+                "write e.g. `ports: [5432]`",
+            );
+            return Vec::new();
+        };
+        let mut ports: Vec<u16> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let here = path.index(index);
+            if let Some(port) = self.port(&here, Target::Value, item) {
+                if ports.contains(&port) {
+                    self.error(
+                        &here,
+                        Target::Value,
+                        format!("port {port} is listed twice"),
+                        Some("list each port once".to_string()),
+                    );
+                } else {
+                    ports.push(port);
+                }
+            }
+        }
+        ports
+    }
+
+    /// A service port that the build also publishes would be bound twice
+    /// in the one network namespace they share.
+    fn ports_shared_with_services(&mut self, root: &YamlPath, spec: &Spec) {
+        for service in &spec.services {
+            for (index, port) in service.ports.iter().enumerate() {
+                if spec.ports.iter().any(|p| p.target == *port) {
+                    self.error(
+                        &root.key("services").key(&service.name).key("ports").index(index),
+                        Target::Value,
+                        format!(
+                            "port {port} of service `{}` is also a port the build publishes (`ports:`)",
+                            service.name
+                        ),
+                        Some("the build and its services share one network: use another port for one of them".to_string()),
+                    );
+                }
+            }
+        }
+    }
+
     fn image(&mut self, path: &YamlPath, value: &Value) -> Option<String> {
         match value {
             Value::String(image) if !image.trim().is_empty() => Some(image.clone()),
@@ -424,11 +440,12 @@ impl Validator<'_> {
                 None
             }
             other => {
-                self.error(
+                self.wrong_kind(
                     path,
-                    Target::Value,
-                    format!("`image` must be a string, not {}", kind(other)),
-                    Some("name an image, e.g. `image: alpine:3`".to_string()),
+                    "`image`",
+                    "a string",
+                    other,
+                    "name an image, e.g. `image: alpine:3`",
                 );
                 None
             }
@@ -438,14 +455,12 @@ impl Validator<'_> {
     fn env(&mut self, path: &YamlPath, value: &Value) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let Value::Mapping(mapping) = value else {
-            self.error(
+            self.wrong_kind(
                 path,
-                Target::Value,
-                format!(
-                    "environment variables must be a mapping of NAME: value, not {}",
-                    kind(value)
-                ),
-                Some("write one `NAME: value` per line".to_string()),
+                "environment variables",
+                "a mapping of NAME: value",
+                value,
+                "write one `NAME: value` per line",
             );
             return env;
         };
@@ -473,10 +488,13 @@ impl Validator<'_> {
                     Some(format!("rename it, e.g. `{suggestion}`")),
                 );
             }
+            // Numbers and booleans keep the text as written: `3.10` stays
+            // `3.10`, `0x10` stays `0x10`, `yes` stays `yes`.
+            let as_written = || self.map.plain_text(&here).map(str::to_string);
             let text = match value {
                 Value::String(text) => Some(text.clone()),
-                Value::Number(number) => Some(number.to_string()),
-                Value::Bool(flag) => Some(flag.to_string()),
+                Value::Number(number) => Some(as_written().unwrap_or_else(|| number.to_string())),
+                Value::Bool(flag) => Some(as_written().unwrap_or_else(|| flag.to_string())),
                 Value::Null => {
                     self.error(
                         &here,
@@ -487,14 +505,12 @@ impl Validator<'_> {
                     None
                 }
                 other => {
-                    self.error(
+                    self.wrong_kind(
                         &here,
-                        Target::Value,
-                        format!(
-                            "the value of `{name}` must be a string, number or boolean, not {}",
-                            kind(other)
-                        ),
-                        Some("quote the value to pass it as text".to_string()),
+                        &format!("the value of `{name}`"),
+                        "a string, number or boolean",
+                        other,
+                        "quote the value to pass it as text",
                     );
                     None
                 }
@@ -509,14 +525,12 @@ impl Validator<'_> {
     fn secrets(&mut self, path: &YamlPath, value: &Value) -> Vec<String> {
         let mut secrets: Vec<String> = Vec::new();
         let Value::Sequence(items) = value else {
-            self.error(
+            self.wrong_kind(
                 path,
-                Target::Value,
-                format!(
-                    "`secrets` must be a list of environment variable names, not {}",
-                    kind(value)
-                ),
-                Some("write e.g. `secrets: [API_TOKEN]`".to_string()),
+                "`secrets`",
+                "a list of environment variable names",
+                value,
+                "write e.g. `secrets: [API_TOKEN]`",
             );
             return secrets;
         };
@@ -544,14 +558,12 @@ impl Validator<'_> {
                             .to_string(),
                     ),
                 ),
-                other => self.error(
+                other => self.wrong_kind(
                     &here,
-                    Target::Value,
-                    format!(
-                        "a secret must be an environment variable name, not {}",
-                        kind(other)
-                    ),
-                    Some("write the variable's name, e.g. `API_TOKEN`".to_string()),
+                    "a secret",
+                    "an environment variable name",
+                    other,
+                    "write the variable's name, e.g. `API_TOKEN`",
                 ),
             }
         }
@@ -595,14 +607,12 @@ impl Validator<'_> {
     fn ports(&mut self, path: &YamlPath, value: &Value) -> Vec<PortMapping> {
         let mut ports = Vec::new();
         let Value::Mapping(mapping) = value else {
-            self.error(
+            self.wrong_kind(
                 path,
-                Target::Value,
-                format!(
-                    "`ports` must be a mapping of published: target ports, not {}",
-                    kind(value)
-                ),
-                Some("write e.g. `ports: {8080: 80}`".to_string()),
+                "`ports`",
+                "a mapping of published: target ports",
+                value,
+                "write e.g. `ports: {8080: 80}`",
             );
             return ports;
         };
@@ -621,20 +631,18 @@ impl Validator<'_> {
     fn actions(&mut self, path: &YamlPath, value: &Value) -> BTreeMap<String, Vec<Command>> {
         let mut actions = BTreeMap::new();
         let Value::Mapping(mapping) = value else {
-            self.error(
+            self.wrong_kind(
                 path,
-                Target::Value,
-                format!(
-                    "`actions` must be a mapping of action names to lists of commands, not {}",
-                    kind(value)
-                ),
-                Some("write e.g. `actions: {lint: [\"make lint\"]}`".to_string()),
+                "`actions`",
+                "a mapping of action names to lists of commands",
+                value,
+                "write e.g. `actions: {lint: [\"make lint\"]}`",
             );
             return actions;
         };
         for (name, commands) in self.entries(path, mapping) {
             let here = path.key(&name);
-            if !is_action_name(&name) {
+            if !ActionName::is_valid(&name) {
                 self.error(
                     &here,
                     Target::Key,
@@ -664,11 +672,12 @@ impl Validator<'_> {
                 return Vec::new();
             }
             other => {
-                self.error(
+                self.wrong_kind(
                     path,
-                    Target::Value,
-                    format!("`{key}` must be a list of commands, not {}", kind(other)),
-                    Some("write one `- command` per line".to_string()),
+                    &format!("`{key}`"),
+                    "a list of commands",
+                    other,
+                    "write one `- command` per line",
                 );
                 return Vec::new();
             }
@@ -703,14 +712,12 @@ impl Validator<'_> {
             Value::String(_) | Value::Sequence(_) => self.run(path, value).map(simple),
             Value::Mapping(mapping) => self.command_mapping(path, mapping, line),
             other => {
-                self.error(
+                self.wrong_kind(
                     path,
-                    Target::Value,
-                    format!(
-                        "a command must be a string, a list of strings (exec form) or a mapping with `run:`, not {}",
-                        kind(other)
-                    ),
-                    Some("quote the command to make it a string, e.g. `- \"make test\"`".to_string()),
+                    "a command",
+                    "a string, a list of strings (exec form) or a mapping with `run:`",
+                    other,
+                    "quote the command to make it a string, e.g. `- \"make test\"`",
                 );
                 None
             }
@@ -776,14 +783,12 @@ impl Validator<'_> {
                 (argv.len() == items.len()).then_some(Run::Exec(argv))
             }
             other => {
-                self.error(
+                self.wrong_kind(
                     path,
-                    Target::Value,
-                    format!(
-                        "`run` must be a string or a list of strings, not {}",
-                        kind(other)
-                    ),
-                    Some("write `run: make test` or `run: [\"make\", \"test\"]`".to_string()),
+                    "`run`",
+                    "a string or a list of strings",
+                    other,
+                    "write `run: make test` or `run: [\"make\", \"test\"]`",
                 );
                 None
             }
@@ -837,14 +842,12 @@ impl Validator<'_> {
                 "workdir" => command.workdir = self.workdir(&here, value),
                 "allow_failure" => match value {
                     Value::Bool(flag) => command.allow_failure = *flag,
-                    other => self.error(
+                    other => self.wrong_kind(
                         &here,
-                        Target::Value,
-                        format!(
-                            "`allow_failure` must be `true` or `false`, not {}",
-                            kind(other)
-                        ),
-                        Some("write `allow_failure: true`".to_string()),
+                        "`allow_failure`",
+                        "`true` or `false`",
+                        other,
+                        "write `allow_failure: true`",
                     ),
                 },
                 other => self.unknown_key(path, other, COMMAND_KEYS, "a command"),
@@ -864,11 +867,12 @@ impl Validator<'_> {
 
     fn workdir(&mut self, path: &YamlPath, value: &Value) -> Option<String> {
         let Value::String(dir) = value else {
-            self.error(
+            self.wrong_kind(
                 path,
-                Target::Value,
-                format!("`workdir` must be a string, not {}", kind(value)),
-                Some("give a directory relative to the workspace, e.g. `workdir: web`".to_string()),
+                "`workdir`",
+                "a string",
+                value,
+                "give a directory relative to the workspace, e.g. `workdir: web`",
             );
             return None;
         };
@@ -896,7 +900,7 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, path: &YamlPath, value: &Value) -> Option<Duration> {
-        match parse_duration(value) {
+        match duration_value(value) {
             Ok(duration) => Some(duration),
             Err(message) => {
                 let help = if message == "the duration is zero" {
@@ -904,10 +908,10 @@ impl Validator<'_> {
                 } else {
                     "write a duration like `90s`, `30m` or `1h30m` (a bare number means seconds)"
                 };
-                let key = path
-                    .0
-                    .last()
-                    .map_or(String::new(), |_| "timeout".to_string());
+                let key = match path.0.last() {
+                    Some(Segment::Key(key)) => key.clone(),
+                    _ => "timeout".to_string(),
+                };
                 self.error(
                     path,
                     Target::Value,
@@ -950,14 +954,12 @@ impl Validator<'_> {
                     );
                 }
             }
-            other => self.error(
+            other => self.wrong_kind(
                 path,
-                Target::Value,
-                format!(
-                    "`artifacts` must be a list of globs or a mapping with `paths:`, not {}",
-                    kind(other)
-                ),
-                Some("write e.g. `artifacts: [\"dist/**\"]`".to_string()),
+                "`artifacts`",
+                "a list of globs or a mapping with `paths:`",
+                other,
+                "write e.g. `artifacts: [\"dist/**\"]`",
             ),
         }
         artifacts
@@ -1005,11 +1007,12 @@ impl Validator<'_> {
         for (index, item) in items.iter().enumerate() {
             let here = path.index(index);
             let Value::String(glob) = item else {
-                self.error(
+                self.wrong_kind(
                     &here,
-                    Target::Value,
-                    format!("a glob must be a string, not {}", kind(item)),
-                    Some("quote it, e.g. `\"dist/**\"`".to_string()),
+                    "a glob",
+                    "a string",
+                    item,
+                    "quote it, e.g. `\"dist/**\"`",
                 );
                 continue;
             };
@@ -1091,7 +1094,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        let d = |v: Value| parse_duration(&v);
+        let d = |v: Value| duration_value(&v);
         assert_eq!(d(Value::from(90)), Ok(Duration::from_secs(90)));
         assert_eq!(d(Value::from("90")), Ok(Duration::from_secs(90)));
         assert_eq!(d(Value::from("90s")), Ok(Duration::from_secs(90)));
@@ -1124,10 +1127,10 @@ mod tests {
 
     #[test]
     fn action_names() {
-        assert!(is_action_name("lint"));
-        assert!(is_action_name("1.x-y_z"));
-        assert!(!is_action_name("-x"));
-        assert!(!is_action_name("a b"));
-        assert!(!is_action_name(""));
+        assert!(ActionName::is_valid("lint"));
+        assert!(ActionName::is_valid("1.x-y_z"));
+        assert!(!ActionName::is_valid("-x"));
+        assert!(!ActionName::is_valid("a b"));
+        assert!(!ActionName::is_valid(""));
     }
 }

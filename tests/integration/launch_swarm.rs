@@ -15,8 +15,10 @@ use serde_json::Value;
 
 pub(crate) const OWNER: &str = "acme";
 
-pub(crate) fn launcher() -> &'static str {
-    env!("CARGO_BIN_EXE_forge-launch")
+/// The forge-launch under test: this build's, or `FORGE_LAUNCH` (the
+/// benchmarks pass a release build).
+pub(crate) fn launcher() -> String {
+    std::env::var("FORGE_LAUNCH").unwrap_or_else(|_| env!("CARGO_BIN_EXE_forge-launch").to_string())
 }
 
 /// A repository on the forge test server, a busybox image and a token.
@@ -79,7 +81,7 @@ impl Fixture {
         Fixture::with_image(body, dir, image)
     }
 
-    fn with_image(body: &str, dir: tempfile::TempDir, image: Image) -> Fixture {
+    pub(crate) fn with_image(body: &str, dir: tempfile::TempDir, image: Image) -> Fixture {
         let repo = unique_name("widget");
         let token = format!("tok-{}", unique_name("secret"));
         let forge = ForgeServer::start(&token);
@@ -104,7 +106,7 @@ impl Fixture {
     }
 
     /// Serves `spec` and the repository's HEAD as the zipball.
-    fn publish(&self, spec: &str) {
+    pub(crate) fn publish(&self, spec: &str) {
         self.forge.set_file(".forge.yml", spec.as_bytes().to_vec());
         let head = self.git.head();
         let prefix = format!("--prefix={OWNER}-{}-{}/", self.repo, &head[..7]);
@@ -121,7 +123,7 @@ impl Fixture {
         self.status_url_at(&self.sha)
     }
 
-    fn status_url_at(&self, sha: &str) -> String {
+    pub(crate) fn status_url_at(&self, sha: &str) -> String {
         format!(
             "{}/repos/{OWNER}/{}/statuses/{sha}",
             self.forge.url(),
@@ -130,7 +132,7 @@ impl Fixture {
     }
 
     /// Commits a new .forge.yml (a new push) and serves it; returns the sha.
-    fn push(&self, body: &str) -> String {
+    pub(crate) fn push(&self, body: &str) -> String {
         let spec = format!("image: {}\n{body}", self.image.tag());
         self.git.write(".forge.yml", &spec);
         let sha = self.git.commit("new push");
@@ -139,7 +141,7 @@ impl Fixture {
     }
 
     /// `forge-launch swarm` for pull request `pr` with the standard flags.
-    fn swarm(&self, pr: u64, extra: &[&str]) -> Command {
+    pub(crate) fn swarm(&self, pr: u64, extra: &[&str]) -> Command {
         self.swarm_at(&self.sha, pr, extra)
     }
 

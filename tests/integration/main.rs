@@ -21,6 +21,10 @@ mod launch_swarm;
 mod launch_tls;
 mod local;
 mod nginx_webdav;
+#[cfg(feature = "launcher")]
+mod serve;
+#[cfg(feature = "launcher")]
+mod sidecars;
 mod static_binary;
 mod transfer;
 mod validate;

@@ -30,6 +30,25 @@ pub enum Route {
     Codeload,
     /// `GET /repos/{owner}/{repo}/contents/{path}`
     Contents,
+    /// `POST /app/installations/{id}/access_tokens` (App mode)
+    AccessTokens,
+}
+
+/// A GitHub App the server trusts: JWTs must be RS256-signed by the key
+/// whose public half (PKCS#1 DER) is here, with `iss` the App id.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub id: u64,
+    pub public_key_der: Vec<u8>,
+    pub installation: u64,
+}
+
+/// An installation token the server issued, and what it was asked for.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub repositories: Vec<String>,
+    pub permissions: Value,
 }
 
 /// One scripted misbehaviour, consumed by the next request on its route.
@@ -207,6 +226,8 @@ struct Inner {
     /// route's own.
     final_faults: VecDeque<Fault>,
     next_id: u64,
+    app: Option<AppConfig>,
+    issued: Vec<IssuedToken>,
     /// Clones of open connections (by connection number), so Drop can close
     /// them; a connection removes its own entry when it ends.
     connections: HashMap<u64, TcpStream>,
@@ -292,6 +313,18 @@ impl ForgeServer {
             .entry(route)
             .or_default()
             .push_back(fault);
+    }
+
+    /// App mode: `POST /app/installations/{id}/access_tokens` checks the
+    /// App's JWT and the request, and issues tokens that the other routes
+    /// accept (for the requested repositories only).
+    pub fn enable_app(&self, app: AppConfig) {
+        self.shared.lock().app = Some(app);
+    }
+
+    /// The installation tokens issued so far.
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.shared.lock().issued.clone()
     }
 
     /// Queues a fault for the next final (not `pending`) status (FIFO),
@@ -710,6 +743,9 @@ fn route_of(req: &Request) -> Option<(Route, Vec<String>)> {
             Route::Codeload,
             vec![owner.to_string(), repo.to_string(), sha.to_string()],
         )),
+        ("POST", ["app", "installations", id, "access_tokens"]) => {
+            Some((Route::AccessTokens, vec![id.to_string()]))
+        }
         ("GET" | "HEAD", ["repos", owner, repo, "contents", rest @ ..]) if !rest.is_empty() => {
             Some((
                 Route::Contents,
@@ -737,6 +773,148 @@ fn not_found() -> Response {
     )
 }
 
+/// The token of `Authorization: Bearer|token X`.
+fn bearer(req: &Request) -> Option<&str> {
+    let (scheme, given) = req.header("authorization")?.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+        .then(|| given.trim())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why an App JWT is refused, or its claims.
+fn check_jwt(jwt: &str, app: &AppConfig) -> Result<Value, String> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("not three dot-separated parts".into());
+    };
+    let header: Value =
+        serde_json::from_slice(&base64url_decode(header)?).map_err(|e| format!("header: {e}"))?;
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {} is not RS256", header["alg"]));
+    }
+    let signature = base64url_decode(signature)?;
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        &app.public_key_der,
+    );
+    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .map_err(|_| "bad signature".to_string())?;
+    let claims: Value =
+        serde_json::from_slice(&base64url_decode(claims)?).map_err(|e| format!("claims: {e}"))?;
+    let now = unix_now();
+    let iat = claims["iat"].as_u64().ok_or("no iat")?;
+    let exp = claims["exp"].as_u64().ok_or("no exp")?;
+    if iat > now {
+        return Err(format!("iat {iat} is in the future (now {now})"));
+    }
+    if exp <= now || exp > now + 600 || exp - iat > 660 {
+        return Err(format!(
+            "exp {exp} not within 10 minutes (iat {iat}, now {now})"
+        ));
+    }
+    let iss = match &claims["iss"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err("no iss".into()),
+    };
+    if iss != app.id.to_string() {
+        return Err(format!("iss {iss} is not the App {}", app.id));
+    }
+    Ok(claims)
+}
+
+fn access_token(
+    req: &Request,
+    params: &[String],
+    json: Option<Value>,
+    shared: &Shared,
+) -> Response {
+    let denied = |why: String| {
+        Response::json(
+            401,
+            json!({"message": format!("A JSON web token could not be decoded: {why}"), "documentation_url": DOCS}),
+        )
+    };
+    let Some(app) = shared.lock().app.clone() else {
+        return not_found();
+    };
+    let Some(jwt) = bearer(req) else {
+        return denied("no bearer token".into());
+    };
+    if let Err(why) = check_jwt(jwt, &app) {
+        return denied(why);
+    }
+    if params[0] != app.installation.to_string() {
+        return not_found();
+    }
+    let body = json.unwrap_or(Value::Null);
+    let repositories: Vec<String> = body["repositories"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if repositories.len() != 1 {
+        return Response::json(
+            422,
+            json!({"message": "the test forge wants exactly one repository", "documentation_url": DOCS}),
+        );
+    }
+    if body["permissions"] != json!({"statuses": "write", "contents": "read"}) {
+        return Response::json(
+            422,
+            json!({"message": format!("permissions {} are not statuses:write, contents:read", body["permissions"]), "documentation_url": DOCS}),
+        );
+    }
+    let mut inner = shared.lock();
+    let token = format!("ghs_test{}x{}", inner.issued.len(), fastrand::u64(..));
+    inner.issued.push(IssuedToken {
+        token: token.clone(),
+        repositories,
+        permissions: body["permissions"].clone(),
+    });
+    drop(inner);
+    Response::json(
+        201,
+        json!({"token": token, "expires_at": iso8601(SystemTime::now() + Duration::from_secs(3600)), "permissions": body["permissions"]}),
+    )
+}
+
+/// Base64url without padding (JWT parts).
+pub fn base64url_decode(text: &str) -> Result<Vec<u8>, String> {
+    let value = |c: u8| -> Result<u32, String> {
+        Ok(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return Err(format!("bad base64url character {:?}", c as char)),
+        })
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        if chunk.len() == 1 {
+            return Err("truncated base64url".into());
+        }
+        let mut n = 0u32;
+        for &c in chunk {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * (4 - chunk.len()) as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    Ok(out)
+}
+
 fn authorized(req: &Request, token: &str) -> bool {
     let Some(value) = req.header("authorization") else {
         return false;
@@ -757,7 +935,18 @@ fn answer(
     let Some((route, params)) = route else {
         return not_found();
     };
-    if route != Route::Codeload && !authorized(req, &shared.token) {
+    if route == Route::AccessTokens {
+        return access_token(req, &params, json, shared);
+    }
+    let repo_token = |token: &str| {
+        let inner = shared.lock();
+        inner
+            .issued
+            .iter()
+            .any(|t| t.token == token && params.len() > 1 && t.repositories.contains(&params[1]))
+    };
+    let issued_ok = bearer(req).is_some_and(repo_token);
+    if route != Route::Codeload && !issued_ok && !authorized(req, &shared.token) {
         return Response::json(
             401,
             json!({"message": "Bad credentials", "documentation_url": DOCS, "status": "401"}),
@@ -765,6 +954,7 @@ fn answer(
     }
     match route {
         Route::Statuses => create_status(&params, json, shared),
+        Route::AccessTokens => not_found(),
         Route::Zipball => {
             let (owner, repo, sha) = (&params[0], &params[1], &params[2]);
             Response {

@@ -12,6 +12,10 @@ mod masker;
 mod pre_push;
 mod redact_url;
 mod retry_after;
+mod spec;
+mod unpack;
+#[cfg(feature = "launcher")]
+mod webhook;
 
 /// Cases per target in CI: a short, fixed budget.
 pub const CI_CASES: u32 = 2_000;

@@ -1,0 +1,922 @@
+//! Build tracking: a delivery's build goes through `forge-launch swarm`'s
+//! launch path ([`swarm::launch`]); serve then follows the build's
+//! container to its end and, when forgexec could not have reported (the
+//! exit-code contract below), posts the final `error` status itself.
+//! Closing a pull request removes its builds and reports them cancelled.
+//! The swarm is the only state: every build service carries the delivery
+//! and installation it came from as labels.
+//!
+//! How serve tells "forgexec reported" from "it didn't" (documented in
+//! docs/launcher.md): forgexec, as the container's PID 1, ends with 0–3
+//! (its verdicts, [`crate::exit`]) or 128 + N for a cancellation signal it
+//! caught and reported (SIGTERM, SIGINT, SIGHUP, SIGQUIT). Anything else
+//! (137: SIGKILL, which no process can catch; Docker's -1 for a container
+//! it lost; an OOM kill) means the final status was never posted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+
+use super::webhook::{BuildRequest, Trigger};
+use super::Serve;
+use crate::exit;
+use crate::facts::ActionName;
+use crate::facts::{self, default_status_url, BuildContext, Mode, RawFacts};
+use crate::launch::event::{self, FactFlags};
+use crate::launch::forge::{CommitStatus, StatusState};
+use crate::launch::swarm::{self, Outcome, Running, SpecSource, SwarmOptions};
+use crate::launch::{node, plan, service, LaunchError};
+use crate::run::cancel::CANCEL_SIGNALS;
+
+/// Labels serve adds to a build service.
+pub mod label {
+    /// `X-GitHub-Delivery` of the delivery that asked for the build.
+    pub const DELIVERY: &str = "forge.delivery";
+    /// The GitHub App installation (to mint a token for its statuses).
+    pub const INSTALLATION: &str = "forge.installation";
+}
+
+/// Most delivery ids remembered in memory (the labels remember the rest).
+const RECENT_DELIVERIES: usize = 10_000;
+
+/// Delivery ids seen lately, oldest first out.
+#[derive(Debug, Default)]
+pub struct Recent {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    /// Forgets `id`: its launch failed, and a redelivery may try again.
+    pub fn forget(&mut self, id: &str) {
+        if self.seen.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
+
+    /// Records `id`; false when it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() >= RECENT_DELIVERIES {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        true
+    }
+}
+
+/// Orders the work of one pull request (or of one repository's pushes,
+/// which supersede each other too): deliveries are launched one at a time
+/// in arrival order, and one overtaken by a newer delivery of the same
+/// pull request before its turn is dropped, so the newest push always
+/// creates the newest service (which the swarm launch keeps).
+#[derive(Default)]
+pub struct Lanes {
+    next: std::sync::atomic::AtomicU64,
+    lanes: std::sync::Mutex<HashMap<String, Lane>>,
+}
+
+/// The newest delivery of a lane, and the lock that takes turns.
+struct Lane {
+    latest: u64,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A place in a lane, taken when the delivery is accepted.
+pub struct Ticket {
+    serve: Arc<Serve>,
+    key: String,
+    seq: u64,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Lanes {
+    /// The lane of a pull request's (or pushes') work.
+    pub fn key(owner: &str, repo: &str, trigger: Option<&Trigger>) -> String {
+        match trigger {
+            Some(Trigger::Push { .. }) => format!("{owner}/{repo} push"),
+            Some(Trigger::PullRequest { number }) => format!("{owner}/{repo}#{number}"),
+            None => format!("{owner}/{repo}"),
+        }
+    }
+
+    pub fn enter(serve: &Arc<Serve>, key: String) -> Ticket {
+        let seq = serve
+            .lanes
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut lanes = serve.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = match lanes.get_mut(&key) {
+            Some(lane) => {
+                lane.latest = seq;
+                Arc::clone(&lane.turn)
+            }
+            None => {
+                let turn = Arc::new(tokio::sync::Mutex::new(()));
+                lanes.insert(
+                    key.clone(),
+                    Lane {
+                        latest: seq,
+                        turn: Arc::clone(&turn),
+                    },
+                );
+                turn
+            }
+        };
+        Ticket {
+            serve: Arc::clone(serve),
+            key,
+            seq,
+            turn,
+        }
+    }
+}
+
+impl Ticket {
+    /// Waits for this delivery's turn; `None` when a newer delivery of the
+    /// same lane came in meanwhile (this one is stale).
+    pub async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.turn.lock().await;
+        self.is_latest().then_some(guard)
+    }
+
+    fn is_latest(&self) -> bool {
+        let lanes = self
+            .serve
+            .lanes
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        lanes
+            .get(&self.key)
+            .is_some_and(|lane| lane.latest == self.seq)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // The newest delivery of a lane, done: the lane is idle.
+        let mut lanes = self
+            .serve
+            .lanes
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if lanes
+            .get(&self.key)
+            .is_some_and(|lane| lane.latest == self.seq)
+        {
+            lanes.remove(&self.key);
+        }
+    }
+}
+
+/// The final status serve posts for a build container that ended, or
+/// `None` when forgexec reported the build itself.
+pub fn unreported_ending(
+    exit_code: i64,
+    oom_killed: bool,
+    memory_limit: Option<i64>,
+) -> Option<String> {
+    if oom_killed && exit_code != 0 {
+        return Some(match memory_limit {
+            Some(bytes) => format!(
+                "build container killed: out of memory (limit {} MiB)",
+                bytes >> 20
+            ),
+            None => "build container killed: out of memory".to_string(),
+        });
+    }
+    let reported = (0..=i64::from(exit::INFRASTRUCTURE)).contains(&exit_code)
+        || CANCEL_SIGNALS
+            .iter()
+            .any(|s| i64::from(exit::cancelled(*s)) == exit_code);
+    if reported {
+        return None;
+    }
+    Some(match exit_code {
+        c if c > 128 && c < 128 + 65 => {
+            let signal = Signal::try_from((c - 128) as i32)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {}", c - 128));
+            format!("build container killed: {signal}")
+        }
+        c if c < 0 => "build container lost by Docker before it reported".to_string(),
+        c => format!("build container ended with exit code {c} before it reported"),
+    })
+}
+
+/// The facts of a delivery's build, with serve's configuration.
+fn build_context(serve: &Serve, req: &BuildRequest) -> Result<BuildContext, LaunchError> {
+    let opts = &serve.opts;
+    let flags = FactFlags {
+        action: Some(opts.action.clone()),
+        api_url: Some(opts.api_url.clone()),
+        artifacts_url: opts.artifacts_url.clone(),
+        target_url: opts.target_url.clone(),
+        ..FactFlags::default()
+    };
+    let mut raw = flags.to_raw()?.or(req.raw.clone());
+    if let Some(sha) = &raw.sha {
+        raw.status_url = Some(default_status_url(
+            &opts.api_url,
+            &req.owner,
+            &req.repo,
+            sha,
+        ));
+    }
+    let needs_pr = matches!(req.trigger, Trigger::PullRequest { .. });
+    event::resolve(raw, &plan::new_build_id(), needs_pr)
+}
+
+/// Holds one launch in flight; SIGTERM waits for every guard to drop.
+pub struct InFlight(Arc<Serve>);
+
+impl InFlight {
+    pub fn new(serve: &Arc<Serve>) -> InFlight {
+        serve.inflight.send_modify(|n| *n += 1);
+        InFlight(Arc::clone(serve))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Launches the build of an accepted delivery (counted in flight by the
+/// caller's guard, taken before the task is spawned).
+pub async fn launch(
+    serve: Arc<Serve>,
+    _inflight: InFlight,
+    ticket: Ticket,
+    req: BuildRequest,
+    delivery: Option<String>,
+    accepted: Instant,
+) {
+    let Some(_turn) = ticket.turn().await else {
+        tracing::info!(
+            "{}/{}: delivery {} overtaken by a newer one before its launch",
+            req.owner,
+            req.repo,
+            delivery.as_deref().unwrap_or("-")
+        );
+        return;
+    };
+    let Ok(_slot) = serve.launch_slots.acquire().await else {
+        return;
+    };
+    if let Err(err) = try_launch(&serve, &req, delivery.as_deref(), accepted).await {
+        // A redelivery of a delivery that built nothing tries again.
+        if let (Some(id), Ok(mut recent)) = (&delivery, serve.recent.lock()) {
+            recent.forget(id);
+        }
+        tracing::warn!(
+            "{}/{}: build not launched: {}",
+            req.owner,
+            req.repo,
+            serve.renderer().error(&err)
+        );
+    }
+}
+
+async fn try_launch(
+    serve: &Arc<Serve>,
+    req: &BuildRequest,
+    delivery: Option<&str>,
+    accepted: Instant,
+) -> Result<(), LaunchError> {
+    let opts = &serve.opts;
+    if req.fork && !opts.build_forks {
+        tracing::info!(
+            "{}/{}: pull request from a fork not built (--fork-prs skip)",
+            req.owner,
+            req.repo
+        );
+        return Ok(());
+    }
+    let docker = node::connect_manager().await?;
+    if let Some(id) = delivery {
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={id}", label::DELIVERY)],
+        )]);
+        if !service::list(&docker, filter).await?.is_empty() {
+            tracing::info!("delivery {id} already has its build");
+            return Ok(());
+        }
+    }
+    let build = build_context(serve, req)?;
+    let token = serve
+        .credentials_for(req.install_id, &req.repo)
+        .await
+        .map_err(LaunchError::from)?;
+    let mut labels = HashMap::new();
+    if let Some(id) = delivery {
+        labels.insert(label::DELIVERY.to_string(), id.to_string());
+    }
+    if let Some(id) = req.install_id {
+        labels.insert(label::INSTALLATION.to_string(), id.to_string());
+    }
+    let launch = SwarmOptions {
+        build: build.clone(),
+        spec: SpecSource::Api,
+        token,
+        forgexec: opts.forgexec.clone(),
+        networks: opts.networks.clone(),
+        limits: opts.limits,
+        node_access: opts.node_access.clone(),
+        wait: false,
+        start_timeout: opts.start_timeout,
+        labels,
+        copy_slots: Some(Arc::clone(&serve.copy_slots)),
+    };
+    let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
+    let outcome = swarm::launch(&launch).await;
+    queued.abort();
+    match outcome {
+        Ok(Outcome::Started { service, running }) => {
+            serve.metrics.builds_launched.inc();
+            serve
+                .metrics
+                .launch_seconds
+                .observe(accepted.elapsed().as_secs_f64());
+            tracing::info!("{service}: started for {}", build.sha);
+            let watched = Watched {
+                build,
+                install_id: req.install_id,
+                running,
+            };
+            tokio::spawn(watch(Arc::clone(serve), docker, watched));
+            Ok(())
+        }
+        Ok(Outcome::Superseded { service }) => {
+            tracing::info!("{service}: superseded by a newer build");
+            Ok(())
+        }
+        Ok(Outcome::Finished { .. }) => Ok(()),
+        Err(err) => {
+            // swarm::launch posted the `error` status.
+            serve.metrics.statuses_posted.inc();
+            serve.metrics.finished("error");
+            Err(err)
+        }
+    }
+}
+
+/// After a few seconds without a container, says on the pull request that
+/// the build waits for a node with the resources it asks for.
+async fn report_queued(serve: Arc<Serve>, build: BuildContext) {
+    tokio::time::sleep(serve.opts.queued_after).await;
+    let Ok(docker) = node::connect_manager().await else {
+        return;
+    };
+    let filter = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={}", plan::label::BUILD_ID, build.build_id)],
+    )]);
+    let Ok(services) = service::list(&docker, filter).await else {
+        return;
+    };
+    let Some(svc) = services.first() else { return };
+    let filters = HashMap::from([("service".to_string(), vec![svc.id.clone()])]);
+    let Ok(tasks) = docker
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+    else {
+        return;
+    };
+    let pending = tasks.iter().any(|t| {
+        matches!(
+            t.status.as_ref().and_then(|s| s.state),
+            Some(bollard::models::TaskState::PENDING)
+        )
+    });
+    if !pending {
+        return;
+    }
+    serve.metrics.builds_queued.inc();
+    let limits = serve.opts.limits;
+    let mut wants = Vec::new();
+    if let Some(n) = limits.nano_cpus {
+        wants.push(format!("{} CPUs", n as f64 / 1e9));
+    }
+    if let Some(m) = limits.memory_bytes {
+        wants.push(format!("{} MiB memory", m >> 20));
+    }
+    let text = if wants.is_empty() {
+        "queued: waiting for a node".to_string()
+    } else {
+        format!("queued: waiting for a node with {}", wants.join(" / "))
+    };
+    let install = build.install_id;
+    serve
+        .post(&build, install, StatusState::Pending, &text)
+        .await;
+    // The gauge counts builds waiting now: until the launch goes on.
+    struct Dequeue(Arc<Serve>);
+    impl Drop for Dequeue {
+        fn drop(&mut self) {
+            self.0.metrics.builds_queued.dec();
+        }
+    }
+    let _dequeue = Dequeue(Arc::clone(&serve));
+    std::future::pending::<()>().await;
+}
+
+/// A started build serve follows.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub build: BuildContext,
+    pub install_id: Option<u64>,
+    pub running: Running,
+}
+
+/// Waits for the build's container to end and posts the final status when
+/// forgexec could not.
+pub async fn watch(serve: Arc<Serve>, manager: Docker, watched: Watched) {
+    serve.metrics.builds_running.inc();
+    let ending = ending(&serve, &manager, &watched.running).await;
+    serve.metrics.builds_running.dec();
+    let name = plan::build_name(&watched.build);
+    match ending {
+        Ok(None) => {
+            tracing::info!("{name}: forgexec reported the build");
+            serve.metrics.finished("reported");
+        }
+        Ok(Some(text)) => {
+            tracing::warn!("{name}: {text}");
+            serve.metrics.finished("error");
+            serve
+                .post(
+                    &watched.build,
+                    watched.install_id,
+                    StatusState::Error,
+                    &text,
+                )
+                .await;
+        }
+        Err(err) => tracing::warn!(
+            "{name}: lost track of the build: {}",
+            serve.renderer().error(&err)
+        ),
+    }
+}
+
+/// How often, and how far apart, a broken wait on a build is retried
+/// (the swarm marks a lost node down within about a minute).
+const WAIT_ATTEMPTS: u32 = 30;
+const WAIT_RETRY: Duration = Duration::from_secs(5);
+
+/// How the build's container ended: `None` when forgexec reported.
+async fn ending(
+    serve: &Serve,
+    manager: &Docker,
+    running: &Running,
+) -> Result<Option<String>, LaunchError> {
+    let local_node = manager
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
+        .swarm
+        .and_then(|s| s.node_id)
+        .unwrap_or_default();
+    // A broken wait is retried while the node is up (its daemon may have
+    // restarted, or the network blinked); a node the swarm marks down ends
+    // the build.
+    let mut attempts = 0;
+    let streaming = loop {
+        let node_docker = swarm::node_daemon(
+            manager,
+            &local_node,
+            &running.node_id,
+            &serve.opts.node_access,
+        )
+        .await;
+        // Builds outlive the per-request timeout.
+        let failure = match node_docker {
+            Ok(node_docker) => {
+                let streaming = node_docker.with_timeout(Duration::from_secs(7 * 86_400));
+                let waited = streaming
+                    .wait_container(
+                        &running.container_id,
+                        None::<bollard::query_parameters::WaitContainerOptions>,
+                    )
+                    .next()
+                    .await;
+                match waited {
+                    Some(Ok(_))
+                    | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
+                        break streaming
+                    }
+                    Some(Err(e)) if crate::launch::error::is_not_found(&e) => {
+                        return Ok(Some(
+                            "build container removed before it reported".to_string(),
+                        ))
+                    }
+                    Some(Err(e)) => LaunchError::docker(
+                        format!("waiting for container {}", running.container_id),
+                        e,
+                    ),
+                    None => LaunchError::Docker {
+                        action: format!("waiting for container {}", running.container_id),
+                        message: "the daemon closed the wait without an exit code".into(),
+                    },
+                }
+            }
+            Err(err) => err,
+        };
+        if !node_is_up(manager, &running.node_id).await {
+            return Ok(Some(format!(
+                "node {} went down during the build",
+                node_name(manager, &running.node_id).await
+            )));
+        }
+        attempts += 1;
+        if attempts >= WAIT_ATTEMPTS {
+            return Err(failure);
+        }
+        tracing::debug!("{}: retrying the wait: {failure}", running.container_id);
+        tokio::time::sleep(WAIT_RETRY).await;
+    };
+    let inspect = match streaming
+        .inspect_container(&running.container_id, None)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) if crate::launch::error::is_not_found(&e) => {
+            return Ok(Some(
+                "build container removed before it reported".to_string(),
+            ))
+        }
+        Err(e) => {
+            return Err(LaunchError::docker(
+                format!("inspecting container {}", running.container_id),
+                e,
+            ))
+        }
+    };
+    let state = inspect.state.unwrap_or_default();
+    let memory = inspect
+        .host_config
+        .and_then(|h| h.memory)
+        .filter(|m| *m > 0);
+    Ok(unreported_ending(
+        state.exit_code.unwrap_or(-1),
+        state.oom_killed.unwrap_or(false),
+        memory,
+    ))
+}
+
+async fn node_is_up(manager: &Docker, node_id: &str) -> bool {
+    match manager.inspect_node(node_id).await {
+        Ok(node) => !matches!(
+            node.status.and_then(|s| s.state),
+            Some(bollard::models::NodeState::DOWN | bollard::models::NodeState::DISCONNECTED)
+        ),
+        Err(_) => false,
+    }
+}
+
+async fn node_name(manager: &Docker, node_id: &str) -> String {
+    manager
+        .inspect_node(node_id)
+        .await
+        .ok()
+        .and_then(|n| n.description?.hostname)
+        .unwrap_or_else(|| node_id.to_string())
+}
+
+/// Cancels the running builds of a closed pull request: removes their
+/// services, waits for the containers to stop (forgexec reports its
+/// cancellation first), then posts `error` "cancelled: pull request
+/// closed" as the final word.
+pub async fn close(
+    serve: Arc<Serve>,
+    _inflight: InFlight,
+    ticket: Ticket,
+    owner: String,
+    repo: String,
+    number: u64,
+    install: Option<u64>,
+) {
+    // After the launches of this pull request that came before.
+    let _turn = ticket.turn.lock().await;
+    if let Err(err) = try_close(&serve, &owner, &repo, number, install).await {
+        tracing::warn!(
+            "{owner}/{repo}#{number}: builds not cancelled: {}",
+            serve.renderer().error(&err)
+        );
+    }
+}
+
+async fn try_close(
+    serve: &Arc<Serve>,
+    owner: &str,
+    repo: &str,
+    number: u64,
+    install: Option<u64>,
+) -> Result<(), LaunchError> {
+    let docker = node::connect_manager().await?;
+    let local_node = docker
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
+        .swarm
+        .and_then(|s| s.node_id)
+        .unwrap_or_default();
+    let services = service::list(&docker, plan::pull_request_filter(owner, repo, number)).await?;
+    for svc in services {
+        let containers = containers_of(&docker, &local_node, &svc.id, serve).await;
+        let running = {
+            let mut any = false;
+            for (node_docker, id) in &containers {
+                if let Ok(c) = node_docker.inspect_container(id, None).await {
+                    any |= c.state.and_then(|s| s.running).unwrap_or(false);
+                }
+            }
+            any
+        };
+        service::remove(&docker, &svc.id).await?;
+        if !running {
+            continue;
+        }
+        tracing::info!("{}: cancelled (pull request closed)", svc.name);
+        let bound =
+            Duration::from_nanos(service::STOP_GRACE_PERIOD_NANOS as u64) + Duration::from_secs(15);
+        for (node_docker, id) in &containers {
+            let _ = tokio::time::timeout(bound, wait_gone(node_docker, id)).await;
+        }
+        let (Some(sha), Some(action)) = (
+            svc.labels.get(plan::label::SHA),
+            svc.labels
+                .get(plan::label::ACTION)
+                .and_then(|a| a.parse::<ActionName>().ok()),
+        ) else {
+            continue;
+        };
+        let url = default_status_url(&serve.opts.api_url, owner, repo, sha);
+        let status = CommitStatus::new(
+            StatusState::Error,
+            action.status_context(),
+            "cancelled: pull request closed",
+            serve.opts.target_url.clone(),
+        );
+        serve.post_to(&url, &status, install, repo).await;
+    }
+    Ok(())
+}
+
+/// The containers of a service's tasks, each with its node's daemon.
+async fn containers_of(
+    docker: &Docker,
+    local_node: &str,
+    service_id: &str,
+    serve: &Serve,
+) -> Vec<(Docker, String)> {
+    let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    let Ok(tasks) = docker
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks {
+        let Some(container) = task
+            .status
+            .and_then(|s| s.container_status)
+            .and_then(|c| c.container_id)
+        else {
+            continue;
+        };
+        let node_id = task.node_id.unwrap_or_default();
+        if let Ok(d) =
+            swarm::node_daemon(docker, local_node, &node_id, &serve.opts.node_access).await
+        {
+            out.push((d, container));
+        }
+    }
+    out
+}
+
+/// After a restart: the builds serve launched (services with a delivery
+/// label, for the same forge API) are followed again. One whose container was never started is
+/// launched on; a running one is watched to its end.
+pub async fn pick_up(serve: Arc<Serve>) {
+    if let Err(err) = try_pick_up(&serve).await {
+        tracing::warn!(
+            "could not pick up earlier builds: {}",
+            serve.renderer().error(&err)
+        );
+    }
+}
+
+async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
+    let docker = node::connect_manager().await?;
+    let local_node = docker
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
+        .swarm
+        .and_then(|s| s.node_id)
+        .unwrap_or_default();
+    let filter = HashMap::from([("label".to_string(), vec![label::DELIVERY.to_string()])]);
+    for svc in service::list(&docker, filter).await? {
+        let Ok(inspect) = docker.inspect_service(&svc.id, None).await else {
+            continue;
+        };
+        let env = inspect
+            .spec
+            .and_then(|s| s.task_template)
+            .and_then(|t| t.container_spec)
+            .and_then(|c| c.env)
+            .unwrap_or_default();
+        let raw = RawFacts::from_vars(env.iter().filter_map(|e| e.split_once('=')));
+        let Ok(build) = facts::validate(&raw, Mode::Container, |_| false) else {
+            continue;
+        };
+        // Only the builds of this serve's forge (other launchers may share
+        // the swarm).
+        if build.api_url.trim_end_matches('/') != serve.opts.api_url.trim_end_matches('/') {
+            continue;
+        }
+        let install = svc
+            .labels
+            .get(label::INSTALLATION)
+            .and_then(|i| i.parse().ok());
+        let containers = containers_of(&docker, &local_node, &svc.id, serve).await;
+        let mut state = None;
+        for (node_docker, id) in &containers {
+            if let Ok(c) = node_docker.inspect_container(id, None).await {
+                state = c.state.and_then(|s| s.status);
+            }
+        }
+        use bollard::models::ContainerStateStatusEnum as S;
+        match state {
+            Some(S::RUNNING) => {
+                let Some(running) = running_of(&docker, &svc.id).await else {
+                    continue;
+                };
+                tracing::info!("{}: following the running build again", svc.name);
+                let watched = Watched {
+                    build,
+                    install_id: install,
+                    running,
+                };
+                tokio::spawn(watch(Arc::clone(serve), docker.clone(), watched));
+            }
+            None | Some(S::CREATED) => {
+                tracing::info!("{}: finishing its launch", svc.name);
+                tokio::spawn(resume(Arc::clone(serve), build, install, svc.id, svc.name));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The service's task's node and container.
+async fn running_of(docker: &Docker, service_id: &str) -> Option<Running> {
+    let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .ok()?;
+    let task = tasks
+        .into_iter()
+        .max_by_key(|t| t.version.as_ref().and_then(|v| v.index).unwrap_or(0))?;
+    Some(Running {
+        service_id: service_id.to_string(),
+        node_id: task.node_id?,
+        container_id: task.status?.container_status?.container_id?,
+    })
+}
+
+/// Finishes launching a build service found not started.
+async fn resume(
+    serve: Arc<Serve>,
+    build: BuildContext,
+    install_id: Option<u64>,
+    service_id: String,
+    name: String,
+) {
+    let _inflight = InFlight::new(&serve);
+    let started = Instant::now();
+    let token = match serve.credentials_for(install_id, &build.repo).await {
+        Ok(token) => token,
+        Err(err) => {
+            tracing::warn!("{name}: no credential to finish the launch: {err}");
+            return;
+        }
+    };
+    let opts = &serve.opts;
+    let launch = SwarmOptions {
+        build: build.clone(),
+        spec: SpecSource::Api,
+        token,
+        forgexec: opts.forgexec.clone(),
+        networks: opts.networks.clone(),
+        limits: opts.limits,
+        node_access: opts.node_access.clone(),
+        wait: false,
+        start_timeout: opts.start_timeout,
+        labels: HashMap::new(),
+        copy_slots: Some(Arc::clone(&serve.copy_slots)),
+    };
+    match swarm::resume(&launch, &service_id, &name).await {
+        Ok(Outcome::Started { running, .. }) => {
+            serve.metrics.builds_launched.inc();
+            serve
+                .metrics
+                .launch_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let Ok(docker) = node::connect_manager().await else {
+                return;
+            };
+            let watched = Watched {
+                build,
+                install_id,
+                running,
+            };
+            tokio::spawn(watch(Arc::clone(&serve), docker, watched));
+        }
+        Ok(_) => {}
+        Err(err) => {
+            serve.metrics.finished("error");
+            tracing::warn!(
+                "{name}: launch not finished: {}",
+                serve.renderer().error(&err)
+            );
+        }
+    }
+}
+
+/// Until the container no longer runs (or no longer exists).
+async fn wait_gone(docker: &Docker, container: &str) {
+    loop {
+        match docker.inspect_container(container, None).await {
+            Ok(c) if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {}
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgexecs_own_exit_codes_mean_it_reported() {
+        for code in [0, 1, 2, 3, 143, 130, 129, 131] {
+            assert_eq!(unreported_ending(code, false, None), None, "exit {code}");
+        }
+        assert_eq!(
+            unreported_ending(137, false, None).unwrap(),
+            "build container killed: SIGKILL"
+        );
+        assert_eq!(
+            unreported_ending(137, true, Some(512 << 20)).unwrap(),
+            "build container killed: out of memory (limit 512 MiB)"
+        );
+        // a command was OOM-killed but the build still passed
+        assert_eq!(unreported_ending(0, true, Some(512 << 20)), None);
+        assert!(unreported_ending(-1, false, None)
+            .unwrap()
+            .contains("lost by Docker"));
+        assert!(unreported_ending(42, false, None)
+            .unwrap()
+            .contains("exit code 42"));
+    }
+
+    #[test]
+    fn recent_deliveries_are_bounded() {
+        let mut recent = Recent::default();
+        assert!(recent.insert("a"));
+        assert!(!recent.insert("a"));
+        for i in 0..RECENT_DELIVERIES {
+            recent.insert(&i.to_string());
+        }
+        assert!(recent.insert("a"), "the oldest id was forgotten");
+        recent.forget("a");
+        assert!(recent.insert("a"), "a forgotten id is new again");
+        assert!(recent.order.len() <= RECENT_DELIVERIES);
+    }
+}
