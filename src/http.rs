@@ -23,6 +23,8 @@ pub use policy::{parse_retry_after, Decision, Failure, RetryPolicy};
 
 use crate::run::output::Masker;
 
+use crate::fsread::{self, FsReadError, Links};
+
 /// Most bytes of an error response read to find the server's message.
 pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// Most characters of a non-JSON error body quoted in an error.
@@ -78,11 +80,11 @@ pub enum HttpError {
         source: std::io::Error,
     },
     /// The private CA file (`FORGE_CA_CERT`) cannot be read.
-    #[error("cannot read CA certificate file {} (FORGE_CA_CERT): {source}", path.display())]
+    #[error("cannot read the CA certificate file (FORGE_CA_CERT): {source}")]
     CaFileRead {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: FsReadError,
     },
     /// The private CA file is not usable PEM.
     #[error(
@@ -595,11 +597,17 @@ fn describe_error_item(item: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Largest `FORGE_CA_CERT` read (a full bundle of public roots is about
+/// 250 KB).
+pub const MAX_CA_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The certificates of a PEM file; at least one is required.
 fn load_pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
-    let bytes = std::fs::read(path).map_err(|source| HttpError::CaFileRead {
-        path: path.to_path_buf(),
-        source,
+    let bytes = fsread::read_regular(path, Links::Follow, MAX_CA_FILE_BYTES).map_err(|source| {
+        HttpError::CaFileRead {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {
@@ -820,5 +828,18 @@ mod tests {
         let error = HttpClient::new(Some(&junk)).expect_err("junk file");
         assert!(matches!(error, HttpError::CaFileInvalid { .. }), "{error}");
         assert!(error.to_string().contains("junk.pem"));
+
+        // A FIFO (or a device) is refused at once, never waited on.
+        let fifo = dir.path().join("fifo.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let error = HttpClient::new(Some(&fifo)).expect_err("a FIFO");
+        assert!(
+            matches!(&error, HttpError::CaFileRead { source, .. } if source.is_refusal()),
+            "{error}"
+        );
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        let error = HttpClient::new(Some(Path::new("/dev/zero"))).expect_err("a device");
+        assert!(error.to_string().contains("character device"), "{error}");
     }
 }

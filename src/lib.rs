@@ -11,6 +11,8 @@
 //! - [`http`]: the shared HTTP client (embedded roots, private CA, retries).
 //! - [`forge`]: commit statuses and source zipballs from the forge.
 //! - [`workspace`]: the source tree a build runs in, unpacked safely.
+//! - [`fsread`]: reading files whose path others control, without
+//!   blocking and within a size.
 //! - [`artifacts`]: collecting, zipping and uploading build outputs.
 //! - [`status`]: commit statuses as a build reports them.
 //! - [`services`]: sidecar services from inside the build (waiting for
@@ -29,6 +31,7 @@ pub mod clock;
 pub mod exit;
 pub mod facts;
 pub mod forge;
+pub mod fsread;
 pub mod http;
 pub mod init;
 #[cfg(feature = "launcher")]

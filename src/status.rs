@@ -176,11 +176,17 @@ fn post_pending(
     shared: &Shared,
     renderer: &Renderer,
 ) {
+    let mut first = true;
     while let Ok(mut status) = queue.recv() {
         // Only the newest update matters: older ones would be overwritten.
-        while let Ok(newer) = queue.try_recv() {
-            status = newer;
+        // The first one always goes out: it tells the pull request that the
+        // build was picked up.
+        if !first {
+            while let Ok(newer) = queue.try_recv() {
+                status = newer;
+            }
         }
+        first = false;
         if shared.final_due.load(Ordering::SeqCst) {
             return;
         }

@@ -19,6 +19,7 @@ pub use collect::{collect, collect_all, ArtifactFile, Collection};
 pub use pack::{pack, Checksum, PackSummary};
 pub use store::{object_prefix, ArtifactStore};
 
+use crate::fsread::FsReadError;
 use crate::http::HttpError;
 
 /// Errors of collecting, packing and uploading artifacts.
@@ -36,6 +37,17 @@ pub enum ArtifactError {
         target.display()
     )]
     SymlinkEscape { link: String, target: PathBuf },
+    #[error("refusing artifact: {0}")]
+    Refused(#[source] FsReadError),
+    #[error(
+        "artifact {} grew from {collected} to {now} bytes while it was being packed",
+        path.display()
+    )]
+    Grew {
+        path: PathBuf,
+        collected: u64,
+        now: u64,
+    },
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,

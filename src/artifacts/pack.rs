@@ -23,6 +23,7 @@ use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 use super::digest::{HashingWriter, Sha256Digest};
 use super::{ArtifactError, ArtifactFile};
+use crate::fsread::{self, FsReadError, Links};
 
 /// Bytes read ahead of compression to judge whether a file is compressible.
 const PROBE_BYTES: usize = 64 * 1024;
@@ -169,7 +170,23 @@ fn add_file(
         path: file.source.clone(),
         source,
     };
-    let mut input = File::open(&file.source).map_err(read_error)?;
+    // Not a path a build process could have swapped for a FIFO or a link
+    // since it was collected, and no more than was collected.
+    let (input, size) =
+        fsread::open_regular(&file.source, Links::Refuse).map_err(|err| match err {
+            FsReadError::Open { source, .. } | FsReadError::Read { source, .. } => {
+                read_error(source)
+            }
+            refused => ArtifactError::Refused(refused),
+        })?;
+    if size > file.size {
+        return Err(ArtifactError::Grew {
+            path: file.source.clone(),
+            collected: file.size,
+            now: size,
+        });
+    }
+    let mut input = input.take(file.size);
     // Fill the probe (a short read is not the end of the file).
     let probe_end = PROBE_BYTES.min(buf.len());
     let mut probe_len = 0;
@@ -231,7 +248,7 @@ fn add_file(
 /// (4 GiB or more, or the hash is lost already).
 fn announce_stored_entry(
     zip: &ZipWriter<ZipOut>,
-    input: &mut File,
+    input: &mut io::Take<File>,
     buf: &mut [u8],
     probe_len: usize,
 ) -> io::Result<bool> {
@@ -249,7 +266,9 @@ fn announce_stored_entry(
             Err(e) => return Err(e),
         }
     }
-    input.rewind()?;
+    let size_cap = input.limit() + size;
+    input.get_mut().rewind()?;
+    input.set_limit(size_cap);
     let size = match u32::try_from(size) {
         Ok(size) if u64::from(size) < ZIP64_SIZE => size,
         _ => return Ok(false),
@@ -731,5 +750,52 @@ mod tests {
         assert!(chunk_ranges(&files, 2).len() > 1, "merged");
         let summary = pack(&files, &dir.path().join("o.zip"), Checksum::Skip).expect("pack");
         assert_eq!((summary.files, summary.sha256), (6, None));
+    }
+
+    #[test]
+    fn a_source_swapped_for_a_fifo_or_a_link_or_grown_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let collected = |name: &str, size: u64| ArtifactFile {
+            name: name.to_string(),
+            source: dir.path().join(name),
+            size,
+            mode: 0o644,
+            modified: None,
+        };
+        let out = dir.path().join("out.zip");
+        // Collected as a file, then swapped for a FIFO nobody writes to:
+        // refused at once, not waited on.
+        let fifo = dir.path().join("report.txt");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = pack(&[collected("report.txt", 10)], &out, Checksum::Skip)
+            .expect_err("a FIFO is not packed");
+        assert!(
+            matches!(&err, ArtifactError::Refused(e) if e.is_refusal()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("named pipe"), "{err}");
+        // Swapped for a link to a secret.
+        fs::write(dir.path().join("secret"), "s3cret").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("app.log"))
+            .expect("link");
+        let err = pack(&[collected("app.log", 6)], &out, Checksum::Skip)
+            .expect_err("a link is not followed");
+        assert!(matches!(&err, ArtifactError::Refused(_)), "{err}");
+        // Grown since it was collected.
+        fs::write(dir.path().join("big.txt"), vec![b'x'; 100]).expect("write");
+        let err = pack(&[collected("big.txt", 10)], &out, Checksum::Skip)
+            .expect_err("a grown file is refused");
+        assert!(
+            matches!(
+                &err,
+                ArtifactError::Grew {
+                    collected: 10,
+                    now: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::artifacts::ArtifactStore;
 use crate::exit;
 use crate::facts::{self, BuildContext, ErrorReporting, FactsError, Mode, RawFacts};
-use crate::forge::{ForgeClient, StatusState};
+use crate::forge::{ForgeClient, ForgeError, StatusState};
 use crate::http::HttpClient;
 use crate::render::Renderer;
 use crate::run::cancel::Cancellation;
@@ -129,7 +129,7 @@ pub fn run_from_env() -> u8 {
         Ok(token) => token,
         Err(err) => {
             console.report("forgexec", &err);
-            return exit::INFRASTRUCTURE;
+            return err.exit_code();
         }
     };
     let cancel = match Cancellation::from_signals(ctx.grace) {
@@ -490,7 +490,7 @@ impl Build {
     /// commands; a problem is printed in full and returned.
     fn load_spec(&self) -> Result<(Spec, Vec<Command>), BuildError> {
         let spec_path = self.ctx.workspace.join(".forge.yml");
-        let spec = spec::load(&spec_path).map_err(|err| {
+        let spec = spec::load_within(&self.ctx.workspace, &spec_path).map_err(|err| {
             self.console.say(&self.console.error(&err));
             BuildError::Spec(Box::new(err))
         })?;
@@ -638,12 +638,25 @@ impl Build {
             ws.display()
         ));
         forge
-            .download_zipball(&self.ctx.owner, &self.ctx.repo, &self.ctx.sha, ws)
+            .download_zipball(
+                &self.ctx.owner,
+                &self.ctx.repo,
+                &self.ctx.sha,
+                ws,
+                &self.ctx.unpack_limits,
+            )
             .map(|_| ())
-            .map_err(|err| {
-                self.console
-                    .report("forgexec: cannot fetch the source", &err);
-                BuildError::FetchSource(Box::new(err))
+            .map_err(|err| match err {
+                ForgeError::Unpack { source, .. } if source.is_refusal() => {
+                    self.console
+                        .report("forgexec: refusing the source archive", &source);
+                    BuildError::SourceRefused(Box::new(source))
+                }
+                err => {
+                    self.console
+                        .report("forgexec: cannot fetch the source", &err);
+                    BuildError::FetchSource(Box::new(err))
+                }
             })
     }
 

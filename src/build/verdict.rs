@@ -11,6 +11,7 @@ use crate::exit;
 use crate::forge::{ForgeError, StatusState};
 use crate::http::HttpError;
 use crate::spec::SpecError;
+use crate::workspace::WorkspaceError;
 
 /// What stopped a build other than its own commands. The message is the
 /// final status's description (one line); [`BuildError::is_invalid_input`]
@@ -32,6 +33,10 @@ pub enum BuildError {
     },
     #[error("cannot fetch the source: {0}")]
     FetchSource(#[source] Box<ForgeError>),
+    /// The source archive holds what a workspace must not (a path or link
+    /// leading outside, more than a limit allows).
+    #[error("unsafe source archive: {0}")]
+    SourceRefused(#[source] Box<WorkspaceError>),
     #[error("cannot create the build log: {0}")]
     BuildLog(#[source] std::io::Error),
     #[error("FORGE_ARTIFACTS_URL: {0}")]
@@ -56,6 +61,7 @@ impl BuildError {
                 | BuildError::UnknownAction { .. }
                 | BuildError::ArtifactsUrl(_)
                 | BuildError::CaCert(_)
+                | BuildError::SourceRefused(_)
         )
     }
 }

@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime};
 pub use names::{ActionName, BuildId, CommitId, NameError, RepoName};
 pub use raw::{var, RawFacts, CREDENTIAL_VARS};
 
+use crate::fsread::{self, FsReadError, Links};
 use crate::secret::Secret;
+use crate::workspace::UnpackLimits;
 
 /// Default forge API (GitHub).
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -68,6 +70,8 @@ pub struct BuildContext {
     /// `FORGE_INSECURE_HTTP`: the token may go over plain HTTP to a host
     /// that is not a loopback address.
     pub insecure_http: bool,
+    /// How much the source zipball may unpack to.
+    pub unpack_limits: UnpackLimits,
     /// Where the token comes from; read (and a container's token file
     /// deleted) by [`BuildContext::take_token`] before any command runs.
     pub token_source: TokenSource,
@@ -85,15 +89,23 @@ pub enum TokenSource {
     Env(Secret),
 }
 
+/// Largest token file read: tokens are short, and a path pointing at a
+/// huge file must not fill memory.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
 impl TokenSource {
     /// Reads the token; a [`TokenSource::File`] is deleted once read.
     pub fn take(self) -> Result<Option<Secret>, TokenError> {
         match self {
             TokenSource::None => Ok(None),
             TokenSource::Env(secret) => Ok(Some(secret)),
-            TokenSource::KeptFile(path) => read_token_file(&path).map(Some),
+            // The developer's own file may well be a link (a password
+            // manager's); it is not deleted.
+            TokenSource::KeptFile(path) => read_token_file(&path, Links::Follow).map(Some),
+            // A link is refused: deleting it would leave its target, the
+            // token, readable by the build.
             TokenSource::File(path) => {
-                let token = read_token_file(&path)?;
+                let token = read_token_file(&path, Links::Refuse)?;
                 std::fs::remove_file(&path).map_err(|source| TokenError::Delete {
                     path: path.clone(),
                     source,
@@ -104,10 +116,16 @@ impl TokenSource {
     }
 }
 
-fn read_token_file(path: &Path) -> Result<Secret, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+fn read_token_file(path: &Path, links: Links) -> Result<Secret, TokenError> {
+    let bytes = fsread::read_regular(path, links, MAX_TOKEN_FILE_BYTES).map_err(|err| {
+        if err.is_refusal() {
+            TokenError::Refused(err)
+        } else {
+            TokenError::Read(err)
+        }
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| TokenError::NotUtf8 {
         path: path.to_path_buf(),
-        source,
     })?;
     let token = text.trim();
     if token.is_empty() {
@@ -167,11 +185,12 @@ impl FactsError {
 /// credential could stay readable by pull-request code.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read the forge token file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("refusing the forge token file: {0}")]
+    Refused(#[source] FsReadError),
+    #[error("cannot read the forge token file: {0}")]
+    Read(#[source] FsReadError),
+    #[error("the forge token file {path} is not UTF-8 text")]
+    NotUtf8 { path: PathBuf },
     #[error("the forge token file {path} is empty")]
     Empty { path: PathBuf },
     #[error("cannot delete the forge token file {path} before running build commands: {source}")]
@@ -179,6 +198,25 @@ pub enum TokenError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl TokenError {
+    /// The operator's input is wrong (exit 2), not the file system.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Refused(_) | TokenError::NotUtf8 { .. } | TokenError::Empty { .. }
+        )
+    }
+
+    /// The exit code for a build that stops here.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_invalid_input() {
+            crate::exit::INVALID
+        } else {
+            crate::exit::INFRASTRUCTURE
+        }
+    }
 }
 
 /// The commit statuses URL of a commit on a GitHub-compatible API.
@@ -219,6 +257,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         humantime::DurationError::NumberOverflow => DurationError::TooLarge(text.to_string()),
         _ => DurationError::NotADuration(text.to_string()),
     })
+}
+
+/// Bytes (`1000000`) or a size with a binary unit (`512MiB`, `16GiB`; `K`,
+/// `M`, `G`, `T` mean the same).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
 }
 
 /// Checks the raw facts and makes the build context, or reports every
@@ -363,6 +420,30 @@ pub fn validate(
             DEFAULT_GRACE
         }),
     };
+    let defaults = UnpackLimits::DEFAULT;
+    let unpack_limits = UnpackLimits {
+        max_bytes: check.limit(
+            var::UNPACK_MAX_BYTES,
+            &raw.unpack_max_bytes,
+            parse_size,
+            defaults.max_bytes,
+            "give bytes or a size such as `32GiB` or `512MiB`",
+        ),
+        max_entries: check.limit(
+            var::UNPACK_MAX_ENTRIES,
+            &raw.unpack_max_entries,
+            |t| t.parse().ok(),
+            defaults.max_entries,
+            "give a whole number of entries such as `2000000`",
+        ),
+        max_ratio: check.limit(
+            var::UNPACK_MAX_RATIO,
+            &raw.unpack_max_ratio,
+            |t| t.parse().ok(),
+            defaults.max_ratio,
+            "give a whole number such as `1000` (unpacked size over compressed size)",
+        ),
+    };
     let token_source = token_source(raw, mode, &file_exists);
 
     let (Some(owner), Some(repo), Some(sha), Some(action), Some(build_id)) =
@@ -395,6 +476,7 @@ pub fn validate(
         build_id,
         grace,
         insecure_http,
+        unpack_limits,
         token_source,
     })
 }
@@ -515,6 +597,27 @@ impl Checker {
         }
     }
 
+    /// A positive limit, or its default when unset.
+    fn limit(
+        &mut self,
+        variable: &'static str,
+        value: &Option<String>,
+        parse: impl Fn(&str) -> Option<u64>,
+        default: u64,
+        fix: &str,
+    ) -> u64 {
+        let Some(text) = value.as_deref() else {
+            return default;
+        };
+        match parse(text.trim()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                self.problem(variable, format!("`{text}` is not a positive limit"), fix);
+                default
+            }
+        }
+    }
+
     fn artifacts_url(&mut self, value: &Option<String>) -> Option<String> {
         let text = value.as_deref()?;
         if text.starts_with("file://") || is_http_url(text) {
@@ -628,6 +731,13 @@ impl BuildContext {
             build_id: Some(self.build_id.to_string()),
             grace: (self.grace != DEFAULT_GRACE).then(|| format!("{}s", self.grace.as_secs())),
             insecure_http: self.insecure_http.then(|| "1".to_string()),
+            unpack_max_bytes: (self.unpack_limits.max_bytes != UnpackLimits::DEFAULT.max_bytes)
+                .then(|| self.unpack_limits.max_bytes.to_string()),
+            unpack_max_entries: (self.unpack_limits.max_entries
+                != UnpackLimits::DEFAULT.max_entries)
+                .then(|| self.unpack_limits.max_entries.to_string()),
+            unpack_max_ratio: (self.unpack_limits.max_ratio != UnpackLimits::DEFAULT.max_ratio)
+                .then(|| self.unpack_limits.max_ratio.to_string()),
             token: None,
             token_file: None,
         };

@@ -68,6 +68,10 @@ raw_facts! {
     grace => GRACE = "FORGE_GRACE",
     /// `1`: the token may go to a non-loopback `http://` forge.
     insecure_http => INSECURE_HTTP = "FORGE_INSECURE_HTTP",
+    /// Unpacking limits of the source zipball (docs/environment.md, "Limits").
+    unpack_max_bytes => UNPACK_MAX_BYTES = "FORGE_UNPACK_MAX_BYTES",
+    unpack_max_entries => UNPACK_MAX_ENTRIES = "FORGE_UNPACK_MAX_ENTRIES",
+    unpack_max_ratio => UNPACK_MAX_RATIO = "FORGE_UNPACK_MAX_RATIO",
     /// The credential itself (weaker than a file: see docs/environment.md).
     token => TOKEN = "FORGE_TOKEN",
     /// A file holding the credential.
@@ -169,6 +173,6 @@ mod tests {
         for name in var::ALL {
             assert!(raw.slot(name).is_some(), "{name}");
         }
-        assert_eq!(var::ALL.len(), 19);
+        assert_eq!(var::ALL.len(), 22);
     }
 }

@@ -244,3 +244,113 @@ fn the_token_never_goes_to_a_remote_host_over_plain_http() {
         "FORGE_INSECURE_HTTP"
     );
 }
+
+#[test]
+fn a_token_file_that_is_a_link_is_refused_and_left_alone() {
+    // Deleting the link would leave the token it points to readable by
+    // the build: the build does not run instead.
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real-token");
+    std::fs::write(&real, "ghs_secret\n").unwrap();
+    let link = dir.path().join("token");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = TokenSource::File(link.clone()).take().unwrap_err();
+    assert!(
+        matches!(&err, TokenError::Refused(FsReadError::Symlink { .. })),
+        "{err}"
+    );
+    assert!(err.is_invalid_input());
+    assert_eq!(err.exit_code(), crate::exit::INVALID);
+    assert!(
+        err.to_string().contains(&link.display().to_string()),
+        "{err}"
+    );
+    assert!(link.symlink_metadata().is_ok() && real.exists());
+    // A developer's own token file may be a link (it is kept anyway).
+    let token = TokenSource::KeptFile(link).take().unwrap().unwrap();
+    assert_eq!(token.expose(), "ghs_secret");
+}
+
+#[test]
+fn a_token_file_that_is_not_a_small_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let started = std::time::Instant::now();
+    let err = TokenSource::File(fifo.clone()).take().unwrap_err();
+    assert!(err.to_string().contains("named pipe (FIFO)"), "{err}");
+    assert!(fifo.exists(), "a refused file is not deleted");
+    let err = TokenSource::File("/dev/zero".into()).take().unwrap_err();
+    assert!(err.to_string().contains("character device"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'a'; MAX_TOKEN_FILE_BYTES as usize + 1]).unwrap();
+    let err = TokenSource::File(big).take().unwrap_err();
+    assert!(
+        matches!(&err, TokenError::Refused(FsReadError::TooLarge { .. })),
+        "{err}"
+    );
+    // A missing file is not the same mistake: it cannot be read.
+    let err = TokenSource::File(dir.path().join("missing"))
+        .take()
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Read(_)), "{err}");
+    assert_eq!(err.exit_code(), crate::exit::INFRASTRUCTURE);
+}
+
+#[test]
+fn unpack_limits_have_defaults_and_variables_that_raise_them() {
+    assert_eq!(
+        container(&base()).unwrap().unpack_limits,
+        UnpackLimits::DEFAULT
+    );
+    let mut pairs = base();
+    pairs.push(("FORGE_UNPACK_MAX_BYTES", "32GiB"));
+    pairs.push(("FORGE_UNPACK_MAX_ENTRIES", "2000000"));
+    pairs.push(("FORGE_UNPACK_MAX_RATIO", "1000"));
+    let ctx = container(&pairs).unwrap();
+    let raised = UnpackLimits {
+        max_bytes: 32 << 30,
+        max_entries: 2_000_000,
+        max_ratio: 1000,
+    };
+    assert_eq!(ctx.unpack_limits, raised);
+    // The launcher hands them on to the build container.
+    let vars = ctx.to_vars();
+    assert!(vars.contains(&("FORGE_UNPACK_MAX_BYTES", (32u64 << 30).to_string())));
+    let again = container(
+        &vars
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(again.unpack_limits, raised);
+
+    let mut pairs = base();
+    pairs.push(("FORGE_UNPACK_MAX_BYTES", "lots"));
+    pairs.push(("FORGE_UNPACK_MAX_ENTRIES", "0"));
+    pairs.push(("FORGE_UNPACK_MAX_RATIO", "-5"));
+    let err = container(&pairs).unwrap_err();
+    let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        names,
+        [
+            "FORGE_UNPACK_MAX_BYTES",
+            "FORGE_UNPACK_MAX_ENTRIES",
+            "FORGE_UNPACK_MAX_RATIO"
+        ]
+    );
+    assert!(err.to_string().contains("`lots` is not a positive limit"));
+}
+
+#[test]
+fn sizes_are_bytes_or_binary_units() {
+    assert_eq!(parse_size("1000"), Some(1000));
+    assert_eq!(parse_size("512MiB"), Some(512 << 20));
+    assert_eq!(parse_size("16G"), Some(16 << 30));
+    assert_eq!(parse_size("2 TiB"), Some(2 << 40));
+    assert_eq!(parse_size("1.5GiB"), None);
+    assert_eq!(parse_size("GiB"), None);
+    assert_eq!(parse_size("99999999999T"), None);
+}

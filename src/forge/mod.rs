@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::http::{check_status, within, HttpClient, HttpError, RetryPolicy};
 use crate::secret::Secret;
-use crate::workspace::{unpack_zip, UnpackSummary, WorkspaceError};
+use crate::workspace::{unpack_zip, UnpackLimits, UnpackSummary, WorkspaceError};
 
 /// Longest commit status description the GitHub API accepts, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 140;
@@ -261,6 +261,7 @@ impl ForgeClient {
         repo: &str,
         sha: &str,
         dest_dir: &Path,
+        limits: &UnpackLimits,
     ) -> Result<UnpackSummary, ForgeError> {
         check_segment("owner", owner)?;
         check_segment("repository", repo)?;
@@ -301,9 +302,11 @@ impl ForgeClient {
                 dir: temp_dir.clone(),
                 source,
             })?;
-        unpack_zip(io::BufReader::new(archive), dest_dir).map_err(|source| ForgeError::Unpack {
-            commit: format!("{owner}/{repo}@{sha}"),
-            source,
+        unpack_zip(io::BufReader::new(archive), dest_dir, limits).map_err(|source| {
+            ForgeError::Unpack {
+                commit: format!("{owner}/{repo}@{sha}"),
+                source,
+            }
         })
     }
 }

@@ -18,7 +18,7 @@ use super::event::{resolve, split_repo};
 use super::plan;
 use super::service::Limits;
 use super::swarm::{container_owner, follow, parse_spec, upload};
-use super::{archive, node, LaunchError};
+use super::{archive, node, sidecar, LaunchError};
 use crate::facts::{default_status_url, var, BuildContext, NameError, RawFacts};
 use crate::local::folder_repo_name;
 use crate::local::git::{parse_remote_url, Git};
@@ -79,16 +79,23 @@ pub async fn run(opts: &LocalOptions) -> Result<LocalOutcome, LaunchError> {
     labels.insert("forge.local".into(), "true".into());
     let image = spec.image.clone().unwrap_or_default();
     let forgexec = binary::for_local_daemon(&docker, &opts.forgexec, &image).await?;
-    let body = container_body(&image, &spec, env, labels, opts);
+    let name = plan::build_name(&build);
+    let body = container_body(&image, &spec, env, labels.clone(), opts);
     let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
-        .name(&plan::build_name(&build))
+        .name(&name)
         .build();
     let created = docker
         .create_container(Some(options), body)
         .await
         .map_err(|e| LaunchError::docker(format!("creating a container from {image}"), e))?;
     let id = created.id;
-    let result = run_container(&docker, &id, workspace, &forgexec, opts, &build).await;
+    let sidecars = Sidecars {
+        spec: &spec,
+        build_name: &name,
+        labels: &labels,
+    };
+    let result = run_container(&docker, &id, workspace, &forgexec, opts, &build, sidecars).await;
+    sidecar::remove(&docker, &name).await;
     let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)
@@ -249,10 +256,18 @@ fn container_body(
             memory: opts.limits.memory_bytes,
             pids_limit: opts.limits.pids,
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            extra_hosts: (!spec.services.is_empty()).then(|| sidecar::host_entries(spec)),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// What the sidecar services of a build need.
+struct Sidecars<'a> {
+    spec: &'a Spec,
+    build_name: &'a str,
+    labels: &'a HashMap<String, String>,
 }
 
 async fn run_container(
@@ -262,6 +277,7 @@ async fn run_container(
     forgexec: &[u8],
     opts: &LocalOptions,
     build: &BuildContext,
+    sidecars: Sidecars<'_>,
 ) -> Result<LocalOutcome, LaunchError> {
     // The image's USER owns the workspace, /forge and the token.
     let owner = container_owner(docker, id).await?;
@@ -275,6 +291,18 @@ async fn run_container(
         .start_container(id, None)
         .await
         .map_err(|e| LaunchError::docker(format!("starting container {id}"), e))?;
+    // forgexec waits for their ports and reports one that never opens.
+    if let Err(err) = sidecar::start(
+        docker,
+        sidecars.spec,
+        sidecars.build_name,
+        id,
+        sidecars.labels,
+    )
+    .await
+    {
+        tracing::error!("{err}");
+    }
     let exit_code = tokio::select! {
         code = follow(docker, id) => code?,
         _ = tokio::signal::ctrl_c() => {

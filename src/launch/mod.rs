@@ -7,10 +7,11 @@
 //! ([`service`]), connect to the daemon of the node running the task
 //! ([`node`], mutual TLS for remote nodes), copy forgexec (the binary for
 //! the node's or image's architecture, [`binary`]) and the token in with
-//! the archive API ([`archive`]) and start the container. [`forge`]
-//! talks to the forge API (spec download, error statuses); [`local`] runs
-//! the same build on the local daemon for reproduction; [`cli`] is the
-//! command line and the one place errors are rendered.
+//! the archive API ([`archive`]) and start the container, then its sidecar
+//! services beside it on the same node ([`sidecar`]). [`forge`] talks to
+//! the forge API (spec download, error statuses); [`container`] runs the
+//! same build on the local daemon for reproduction; [`cli`] is the command
+//! line and the one place errors are rendered.
 
 pub mod archive;
 pub mod binary;
@@ -23,6 +24,7 @@ pub mod node;
 pub mod plan;
 pub mod serve;
 pub mod service;
+pub mod sidecar;
 pub mod swarm;
 
 pub use error::LaunchError;

@@ -59,6 +59,8 @@ pub struct ServiceRequest {
     /// Where the swarm may place the task (`Placement.Platforms`): the
     /// architectures with a forgexec binary ([`super::binary`]).
     pub platforms: Vec<Platform>,
+    /// Extra `/etc/hosts` entries (`IP NAME`): the sidecars' names.
+    pub hosts: Vec<String>,
 }
 
 /// The swarm service spec: one replica, command `/forgexec`, never
@@ -109,6 +111,7 @@ pub fn service_spec(req: &ServiceRequest) -> ServiceSpec {
                 env: Some(req.env.clone()),
                 labels: Some(req.labels.clone()),
                 stop_grace_period: Some(STOP_GRACE_PERIOD_NANOS),
+                hosts: (!req.hosts.is_empty()).then(|| req.hosts.clone()),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -489,6 +492,7 @@ mod tests {
                 ..Limits::default()
             },
             platforms: crate::launch::binary::platforms(&[crate::launch::binary::Arch::Aarch64]),
+            hosts: vec!["127.0.0.1 db".into()],
         };
         let spec = service_spec(&req);
         let json = serde_json::to_value(&spec).unwrap();
@@ -509,6 +513,10 @@ mod tests {
         assert_eq!(json["EndpointSpec"]["Ports"][0]["PublishedPort"], 8080);
         assert_eq!(json["EndpointSpec"]["Ports"][0]["TargetPort"], 80);
         assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
+        assert_eq!(
+            json["TaskTemplate"]["ContainerSpec"]["Hosts"],
+            serde_json::json!(["127.0.0.1 db"])
+        );
         assert_eq!(
             json["TaskTemplate"]["Placement"]["Platforms"],
             serde_json::json!([{"Architecture": "aarch64", "OS": "linux"}])

@@ -17,6 +17,7 @@ use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
 use super::service::{self, Limits, ServiceRequest, Wait};
+use super::sidecar;
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
 use crate::secret::Secret;
@@ -215,6 +216,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
         ports: spec.ports.clone(),
         limits: opts.limits,
         platforms,
+        hosts: sidecar::swarm_hosts(spec),
     };
 
     // A newer push makes the running builds of this pull request stale.
@@ -226,7 +228,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
     let id = service::create(&docker, service::service_spec(&request)).await?;
     tracing::info!("created service {name} ({id})");
-    after_create(opts, &docker, &local_node, &id, &name).await
+    after_create(opts, spec, &docker, &local_node, &id, &name).await
 }
 
 /// Finishes the launch of a build service that exists but whose container
@@ -238,13 +240,26 @@ pub async fn resume(
     name: &str,
 ) -> Result<Outcome, LaunchError> {
     let forge = Forge::new(opts.token.clone())?;
+    // The spec again: its sidecar services start with the build.
+    let spec = match load_spec(opts, &forge).await {
+        Ok(spec) => spec,
+        Err(err) => {
+            Reporter {
+                forge: &forge,
+                opts,
+            }
+            .error(&err)
+            .await;
+            return Err(err);
+        }
+    };
     let docker = node::connect_manager().await?;
     let info = docker
         .info()
         .await
         .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
     let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
-    let result = after_create(opts, &docker, &local_node, service_id, name).await;
+    let result = after_create(opts, &spec, &docker, &local_node, service_id, name).await;
     if let Err(err) = &result {
         Reporter {
             forge: &forge,
@@ -259,12 +274,13 @@ pub async fn resume(
 /// Runs the created service; every failure removes it again.
 async fn after_create(
     opts: &SwarmOptions,
+    spec: &Spec,
     docker: &Docker,
     local_node: &str,
     id: &str,
     name: &str,
 ) -> Result<Outcome, LaunchError> {
-    match run_service(opts, docker, local_node, id, name).await {
+    match run_service(opts, spec, docker, local_node, id, name).await {
         Ok(outcome) => Ok(outcome),
         // A racing or newer launch removed our service midway: its objects
         // vanish under us (404s), which is not a failure of this build.
@@ -286,6 +302,7 @@ async fn after_create(
 /// After creation: settle races, place, inject, start, and maybe follow.
 async fn run_service(
     opts: &SwarmOptions,
+    spec: &Spec,
     docker: &Docker,
     local_node: &str,
     id: &str,
@@ -342,6 +359,12 @@ async fn run_service(
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
     drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);
+    // forgexec waits for their ports and reports one that never opens.
+    let labels = plan::labels(build);
+    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
+    {
+        tracing::error!("{err}");
+    }
 
     if !opts.wait {
         return Ok(Outcome::Started {
@@ -362,6 +385,7 @@ async fn run_service(
             });
         }
     };
+    sidecar::remove(&node_docker, name).await;
     let code = match code {
         Ok(code) => code,
         Err(err) => {
@@ -550,6 +574,10 @@ pub async fn gc(
         Some((owner, name)) => plan::repo_filter(owner, name),
         None => plan::all_builds_filter(),
     };
+    let reaped = sidecar::reap(&docker).await;
+    if reaped > 0 {
+        tracing::info!("removed {reaped} sidecar container(s) of finished builds");
+    }
     for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())

@@ -7,8 +7,9 @@
 //! all as `PATH:LINE:COLUMN: error: ...` plus `  help: ...` lines.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
+
+use crate::fsread::{self, FsReadError, Links};
 
 mod model;
 mod shell_words;
@@ -80,6 +81,18 @@ pub enum SpecError {
         max = MAX_FILE_BYTES
     )]
     TooLarge { path: String, size: u64 },
+    #[error(
+        "{path}: error: not a regular file (it is a {kind})\n  help: .forge.yml must be a regular file; a symlink to one inside the workspace is fine"
+    )]
+    NotRegular { path: String, kind: &'static str },
+    #[error(
+        "{path}: error: it leads to {}, outside the workspace\n  help: .forge.yml must be a file inside the workspace; a symlink may point only inside it",
+        real.display()
+    )]
+    OutsideWorkspace {
+        path: String,
+        real: std::path::PathBuf,
+    },
     #[error("{}", render_yaml(.path, *.line, *.column, .message, .help.as_deref()))]
     Yaml {
         path: String,
@@ -162,26 +175,38 @@ impl fmt::Display for Rendered<'_> {
 }
 
 /// Read and validate the file at `path` (labelled in messages as given).
+/// Only a regular file is read (a FIFO or device is refused, never waited
+/// on), up to [`MAX_FILE_BYTES`].
 pub fn load(path: &Path) -> Result<Spec, SpecError> {
     let label = path.display().to_string();
-    let io = |source| SpecError::Io {
-        path: label.clone(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
-    // Read one byte past the limit so a huge file is neither read whole nor
-    // mistaken for one that fits.
-    file.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() > MAX_FILE_BYTES {
-        let size = std::fs::metadata(path)
-            .map(|m| m.len())
-            .unwrap_or(bytes.len() as u64);
-        return Err(SpecError::TooLarge { path: label, size });
-    }
+    let bytes = fsread::read_regular(path, Links::Follow, MAX_FILE_BYTES as u64)
+        .map_err(|err| read_error(&label, err))?;
     parse(&label, &bytes)
+}
+
+/// Like [`load`], for a `.forge.yml` that must be inside `root` (the
+/// workspace) once its symlinks are resolved.
+pub fn load_within(root: &Path, path: &Path) -> Result<Spec, SpecError> {
+    let label = path.display().to_string();
+    let bytes = fsread::read_regular_within(root, path, MAX_FILE_BYTES as u64)
+        .map_err(|err| read_error(&label, err))?;
+    parse(&label, &bytes)
+}
+
+fn read_error(label: &str, err: FsReadError) -> SpecError {
+    let path = label.to_string();
+    match err {
+        FsReadError::Open { source, .. } | FsReadError::Read { source, .. } => {
+            SpecError::Io { path, source }
+        }
+        FsReadError::NotRegular { kind, .. } => SpecError::NotRegular { path, kind },
+        FsReadError::Symlink { .. } => SpecError::NotRegular {
+            path,
+            kind: "symbolic link",
+        },
+        FsReadError::TooLarge { size, .. } => SpecError::TooLarge { path, size },
+        FsReadError::Outside { real, .. } => SpecError::OutsideWorkspace { path, real },
+    }
 }
 
 /// Validate `.forge.yml` content; `label` names it in messages.
@@ -408,5 +433,47 @@ mod tests {
             Err(SpecError::TooLarge { .. })
         ));
         assert!(matches!(parse("f.yml", b""), Err(SpecError::Empty { .. })));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join(".forge.yml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = load(&fifo).expect_err("a FIFO is not a .forge.yml");
+        assert!(
+            matches!(
+                err,
+                SpecError::NotRegular {
+                    kind: "named pipe (FIFO)",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}: error: not a regular file", fifo.display())),
+            "{text}"
+        );
+        let err = load(Path::new("/dev/ptmx")).expect_err("a terminal is not a .forge.yml");
+        assert!(matches!(err, SpecError::NotRegular { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn within_the_workspace_a_link_may_not_lead_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("ci")).expect("mkdir");
+        std::fs::write(ws.join("ci/forge.yml"), "execute: [make]\n").expect("write");
+        std::fs::write(dir.path().join("evil.yml"), "execute: [evil]\n").expect("write");
+        std::os::unix::fs::symlink("ci/forge.yml", ws.join(".forge.yml")).expect("link");
+        let spec = load_within(&ws, &ws.join(".forge.yml")).expect("a link inside is fine");
+        assert_eq!(spec.action_names(), ["execute"]);
+        std::fs::remove_file(ws.join(".forge.yml")).expect("rm");
+        std::os::unix::fs::symlink("../evil.yml", ws.join(".forge.yml")).expect("link");
+        let err = load_within(&ws, &ws.join(".forge.yml")).expect_err("outside");
+        assert!(matches!(err, SpecError::OutsideWorkspace { .. }), "{err:?}");
     }
 }

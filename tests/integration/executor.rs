@@ -311,6 +311,70 @@ fn an_invalid_spec_posts_an_error_status_and_exits_2() {
     assert!(out.stderr.contains(".forge.yml:1:1:"), "{}", out.all());
 }
 
+impl HostBuild {
+    /// Runs the build, failing the test when it is still running after
+    /// `limit`.
+    fn run_within(&self, limit: Duration) -> Outcome {
+        let out = output_within(&mut self.command(), limit);
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn a_forge_yml_that_is_not_a_regular_file_is_an_error_not_a_hang() {
+    // issue 11: a FIFO (or /dev/ptmx) blocked the read forever.
+    let ws_fifo = HostBuild::new("unused: true\n");
+    std::fs::remove_file(ws_fifo.workspace().join(".forge.yml")).unwrap();
+    mkfifo(&ws_fifo.workspace().join(".forge.yml"));
+    let ws_pty = HostBuild::new("unused: true\n");
+    std::fs::remove_file(ws_pty.workspace().join(".forge.yml")).unwrap();
+    std::os::unix::fs::symlink("/dev/ptmx", ws_pty.workspace().join(".forge.yml")).unwrap();
+    for (build, kind) in [(&ws_fifo, "named pipe (FIFO)"), (&ws_pty, "")] {
+        let out = build.run_within(Duration::from_secs(20));
+        assert_eq!(out.code, 2, "{}", out.all());
+        let (state, description) = final_status(&build.statuses());
+        assert_eq!(state, "error");
+        assert!(
+            description.starts_with("invalid .forge.yml: "),
+            "{description}"
+        );
+        assert!(out.stderr.contains(".forge.yml: error: "), "{}", out.all());
+        assert!(out.stderr.contains(kind), "{}", out.all());
+    }
+}
+
+#[test]
+fn a_token_file_that_is_a_fifo_or_a_link_is_refused_at_once() {
+    let fifo = HostBuild::new("execute:\n  - touch ran\n");
+    std::fs::remove_file(fifo.token_file()).unwrap();
+    mkfifo(&fifo.token_file());
+    let out = fifo.run_within(Duration::from_secs(20));
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("named pipe (FIFO)"), "{}", out.all());
+    assert!(!fifo.workspace().join("ran").exists());
+
+    // A link is refused, and neither it nor the token it names is deleted
+    // (deleting the link would leave the token readable by the build).
+    let link = HostBuild::new("execute:\n  - touch ran\n");
+    let real = link.dir.path().join("real-token");
+    std::fs::rename(link.token_file(), &real).unwrap();
+    std::os::unix::fs::symlink(&real, link.token_file()).unwrap();
+    let out = link.run_within(Duration::from_secs(20));
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("is a symbolic link"), "{}", out.all());
+    assert!(!link.workspace().join("ran").exists());
+    assert!(link.token_file().symlink_metadata().is_ok() && real.exists());
+    assert!(!out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN));
+}
+
 #[test]
 fn a_bad_ca_certificate_is_an_invalid_environment_with_an_error_status() {
     // Not PEM: the build does not run, exit 2, and the error status still
@@ -348,8 +412,18 @@ fn a_bad_ca_certificate_is_an_invalid_environment_with_an_error_status() {
 
 #[test]
 fn the_build_waits_for_its_services_ports_before_setup() {
-    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listening.local_addr().unwrap().port();
+    // The port opens 2 s into the wait (past the statuses' spacing, so the
+    // waiting status is posted).
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let listening = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(listening);
+    });
     let build = HostBuild::new(&format!(
         "services:\n  db:\n    image: postgres:16\n    ports: [{port}]\nsetup: [touch set-up]\nexecute:\n  - touch ran\n"
     ));
@@ -362,6 +436,7 @@ fn the_build_waits_for_its_services_ports_before_setup() {
         "{statuses:?}"
     );
     assert_eq!(final_status(&statuses).0, "success");
+    listener.join().unwrap();
 }
 
 #[test]
@@ -622,14 +697,133 @@ fn a_zipball_that_escapes_its_folder_is_refused() {
         ],
     ));
     let out = build.run();
-    assert_eq!(out.code, 3, "{}", out.all());
+    // The pull request's content is refused: invalid input, not the
+    // infrastructure's failure.
+    assert_eq!(out.code, 2, "{}", out.all());
     let (state, description) = final_status(&build.statuses());
     assert_eq!(state, "error");
     assert!(
-        description.starts_with("cannot fetch the source"),
+        description.starts_with("unsafe source archive: refusing archive entry"),
         "{description}"
     );
     assert!(!build.dir.path().join("escaped").exists());
+}
+
+/// `zipball` plus symlinks (`path`, `target`) under the top folder.
+fn zipball_with_links(top: &str, files: &[(&str, &[u8], u32)], links: &[(&str, &str)]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new_append(std::io::Cursor::new(zipball(top, files))).unwrap();
+    for (path, target) in links {
+        zip.add_symlink(
+            format!("{top}/{path}"),
+            *target,
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_symlink_chain_out_of_the_workspace_is_refused() {
+    // issue 11: each link is lexically inside the workspace, but `l1` is
+    // the workspace itself, so `.forge.yml` really names a file outside.
+    let build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    let outside = build.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let marker = build.dir.path().join("outside-spec-ran");
+    std::fs::write(
+        outside.join("evil.yml"),
+        format!("execute:\n  - touch {}\n", marker.display()),
+    )
+    .unwrap();
+    // The issue's link: six `..` after `l1` (the workspace) reach `/` from
+    // a workspace at most six deep, then the absolute path follows. Read as
+    // text, the six `..` only undo `a/b/c/d/e/l1`.
+    assert!(build.workspace().components().count() <= 7);
+    let evil = format!(
+        "a/b/c/d/e/l1/../../../../../../{}",
+        outside
+            .join("evil.yml")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    build.server.set_zipball(zipball_with_links(
+        "octo-hello-4f2d1c0",
+        &[("README.md", b"hello\n", 0o644)],
+        &[("a/b/c/d/e/l1", "../../../../.."), (".forge.yml", &evil)],
+    ));
+    let out = build.run();
+    assert!(!marker.exists(), "a .forge.yml outside the workspace ran");
+    assert_eq!(out.code, 2, "{}", out.all());
+    let (state, description) = final_status(&build.statuses());
+    assert_eq!(state, "error");
+    assert!(
+        description.starts_with(
+            "unsafe source archive: refusing archive entry \"octo-hello-4f2d1c0/.forge.yml\""
+        ),
+        "{description}"
+    );
+    assert!(
+        out.stderr.contains("leads outside the workspace"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_zip_bomb_is_refused_naming_the_limit_and_its_variable() {
+    // issue 11: a small zip of zeros wrote gigabytes. 4 MiB of zeros
+    // deflate about 1000:1.
+    let zeros = vec![0u8; 4 * 1024 * 1024];
+    let spec: &[u8] = b"execute:\n  - echo unpacked\n";
+    let bomb = zipball(
+        "octo-hello-4f2d1c0",
+        &[(".forge.yml", spec, 0o644), ("zeros", &zeros, 0o644)],
+    );
+    let build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    build.server.set_zipball(bomb.clone());
+    let out = build.run();
+    assert_eq!(out.code, 2, "{}", out.all());
+    let (state, description) = final_status(&build.statuses());
+    assert_eq!(state, "error");
+    assert!(
+        description
+            .starts_with("unsafe source archive: entry \"octo-hello-4f2d1c0/zeros\" expands "),
+        "{description}"
+    );
+    assert!(
+        description.ends_with(":1, more than 200:1 (FORGE_UNPACK_MAX_RATIO raises the limit)"),
+        "{description}"
+    );
+    assert!(!build.workspace().join("zeros").exists());
+
+    // The total: named with its variable too.
+    let mut build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    build.server.set_zipball(bomb.clone());
+    build.set("FORGE_UNPACK_MAX_RATIO", "100000");
+    build.set("FORGE_UNPACK_MAX_BYTES", "1MiB");
+    let out = build.run();
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(
+        final_status(&build.statuses()),
+        (
+            "error".into(),
+            "unsafe source archive: it unpacks to more than 1048576 bytes (FORGE_UNPACK_MAX_BYTES raises the limit)".into()
+        )
+    );
+
+    // Raised, the same archive builds.
+    let mut build = HostBuild::new("unused: true\n");
+    std::fs::remove_dir_all(build.workspace()).unwrap();
+    build.server.set_zipball(bomb);
+    build.set("FORGE_UNPACK_MAX_RATIO", "100000");
+    let out = build.run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("unpacked"), "{}", out.all());
 }
 
 #[test]

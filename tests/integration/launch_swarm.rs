@@ -81,7 +81,7 @@ impl Fixture {
         Fixture::with_image(body, dir, image)
     }
 
-    fn with_image(body: &str, dir: tempfile::TempDir, image: Image) -> Fixture {
+    pub(crate) fn with_image(body: &str, dir: tempfile::TempDir, image: Image) -> Fixture {
         let repo = unique_name("widget");
         let token = format!("tok-{}", unique_name("secret"));
         let forge = ForgeServer::start(&token);
@@ -141,7 +141,7 @@ impl Fixture {
     }
 
     /// `forge-launch swarm` for pull request `pr` with the standard flags.
-    fn swarm(&self, pr: u64, extra: &[&str]) -> Command {
+    pub(crate) fn swarm(&self, pr: u64, extra: &[&str]) -> Command {
         self.swarm_at(&self.sha, pr, extra)
     }
 

@@ -23,6 +23,8 @@ mod local;
 mod nginx_webdav;
 #[cfg(feature = "launcher")]
 mod serve;
+#[cfg(feature = "launcher")]
+mod sidecars;
 mod static_binary;
 mod transfer;
 mod validate;

@@ -911,9 +911,12 @@ fn many_deliveries_end_in_one_build_per_pull_request_at_its_newest_sha() {
     let prs = env_count("FORGE_SERVE_PRS", 4);
     let pushes = env_count("FORGE_SERVE_PUSHES", 3).max(1);
     let in_flight = env_count("FORGE_SERVE_IN_FLIGHT", 8).max(1);
+    // Extra serve flags for benchmark runs (e.g. `--max-launches 4`).
+    let flags = std::env::var("FORGE_SERVE_FLAGS").unwrap_or_default();
+    let flags: Vec<&str> = flags.split_whitespace().collect();
     let fx = Fixture::new(PASSING);
     let app = TestApp::new(&fx);
-    let serve = Serve::start(&fx, &app, &[]);
+    let serve = Serve::start(&fx, &app, &flags);
     let base = 100;
     // Per pull request, its deliveries in order; the last sha is the newest.
     let mut lanes: Vec<Vec<(String, Vec<u8>)>> = Vec::new();

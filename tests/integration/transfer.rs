@@ -19,7 +19,7 @@ use forgexec::forge::{CommitStatus, ForgeClient, ForgeError, StatusState};
 use forgexec::http::{HttpClient, HttpError, RetryPolicy};
 use forgexec::secret::Secret;
 use forgexec::spec::{Artifacts, When};
-use forgexec::workspace::WorkspaceError;
+use forgexec::workspace::{UnpackLimits, WorkspaceError};
 use serde_json::json;
 use zip::write::SimpleFileOptions;
 use zip::{ZipArchive, ZipWriter};
@@ -356,7 +356,7 @@ fn zipball_is_fetched_through_the_redirect_and_unpacked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("workspace");
     let summary = forge(&server, TOKEN)
-        .download_zipball("octo", "hello", SHA, &dest)
+        .download_zipball("octo", "hello", SHA, &dest, &UnpackLimits::DEFAULT)
         .expect("zipball unpacked");
     assert_eq!(summary.top, top);
     assert_eq!((summary.files, summary.symlinks), (3, 1));
@@ -405,7 +405,13 @@ fn zipball_download_is_retried_on_archive_host_errors() {
     server.fault(Route::Zipball, Fault::Reset);
     let dir = tempfile::tempdir().expect("tempdir");
     forge(&server, TOKEN)
-        .download_zipball("o", "r", SHA, &dir.path().join("ws"))
+        .download_zipball(
+            "o",
+            "r",
+            SHA,
+            &dir.path().join("ws"),
+            &UnpackLimits::DEFAULT,
+        )
         .expect("unpacked after retries");
     assert_eq!(
         fs::read_to_string(dir.path().join("ws/a.txt")).expect("a"),
@@ -420,7 +426,13 @@ fn missing_zipball_is_a_final_not_found() {
     let server = ForgeServer::start(TOKEN);
     let dir = tempfile::tempdir().expect("tempdir");
     let error = forge(&server, TOKEN)
-        .download_zipball("o", "r", SHA, &dir.path().join("ws"))
+        .download_zipball(
+            "o",
+            "r",
+            SHA,
+            &dir.path().join("ws"),
+            &UnpackLimits::DEFAULT,
+        )
         .expect_err("no zipball set");
     assert_eq!(error.status(), Some(404));
 }
@@ -430,7 +442,13 @@ fn refused(entries: &[Entry]) -> (WorkspaceError, tempfile::TempDir) {
     server.set_zipball(zipball(entries));
     let dir = tempfile::tempdir().expect("tempdir");
     let error = forge(&server, TOKEN)
-        .download_zipball("o", "r", SHA, &dir.path().join("ws"))
+        .download_zipball(
+            "o",
+            "r",
+            SHA,
+            &dir.path().join("ws"),
+            &UnpackLimits::DEFAULT,
+        )
         .expect_err("unsafe zipball refused");
     assert!(
         !dir.path().join("ws").exists(),

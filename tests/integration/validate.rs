@@ -261,3 +261,23 @@ fn schema_rejects_bad_fixtures() {
         );
     }
 }
+
+#[test]
+fn validate_refuses_a_fifo_at_once() {
+    // issue 11: `forgexec validate FIFO` blocked in `read` forever.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("forge.yml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let out = crate::common::output_within(
+        Command::new(BIN)
+            .args(["validate", "forge.yml"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG"),
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).lines().next(),
+        Some("forge.yml: error: not a regular file (it is a named pipe (FIFO))")
+    );
+}

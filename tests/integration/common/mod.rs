@@ -139,3 +139,30 @@ pub fn sha256sum(path: &std::path::Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Runs `cmd` (stdin null, output captured) and returns its output, or
+/// kills it and fails the test when it has not ended within `limit`: a
+/// command that hangs is the bug being tested, not a reason to hang.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait after kill");
+            panic!(
+                "{cmd:?} still ran after {limit:?} (killed)\n--- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait_with_output")
+}

@@ -13,6 +13,7 @@ mod pre_push;
 mod redact_url;
 mod retry_after;
 mod spec;
+mod unpack;
 #[cfg(feature = "launcher")]
 mod webhook;
 

@@ -1,0 +1,175 @@
+//! Sidecar services (`services:`) with the real daemon in swarm mode and in
+//! local mode: a busybox `httpd` beside the build, reached by name and by
+//! 127.0.0.1; a service that never listens; nothing left behind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{busybox_rootfs, docker, import_image_with, static_forgexec, unique_name};
+use crate::launch_swarm::{guard_all, launcher, run, states, text, Fixture, OWNER};
+
+/// A fixture whose `.forge.yml` is `body(image)`, the services using the
+/// same busybox image as the build.
+fn fixture(body: impl Fn(&str) -> String) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let image = import_image_with(
+        &format!("{}:1", unique_name("forge-sidecar-bb")),
+        &rootfs,
+        &[],
+    );
+    let tag = image.tag().to_string();
+    Fixture::with_image(&body(&tag), dir, image)
+}
+
+/// A loopback port that nothing listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// Sidecar containers of this fixture's repository, running or not.
+fn sidecars(fx: &Fixture) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=forge.sidecar.of",
+        "--filter",
+        &format!("label=forge.repo={OWNER}/{}", fx.repo),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// A busybox `httpd` on `port` that starts listening after `delay` seconds.
+fn web_service(image: &str, port: u16, delay: u32) -> String {
+    format!(
+        "services:\n  web:\n    image: {image}\n    command: [sh, -c, \"sleep {delay}; mkdir -p /srv && echo served-by-web > /srv/index.html && exec httpd -f -p {port} -h /srv\"]\n    ports: [{port}]\n"
+    )
+}
+
+#[test]
+fn a_build_talks_to_its_service_by_name_and_by_loopback_then_it_is_gone() {
+    let port = free_port();
+    let fx = fixture(|image| {
+        format!(
+            "{}execute:\n  - wget -qO- http://web:{port}/\n  - wget -qO- http://127.0.0.1:{port}/\n",
+            web_service(image, port, 3)
+        )
+    });
+    let out = run(&mut fx.swarm(41, &["--wait"]));
+    let _guards = guard_all(&fx.services(41));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("served-by-web").count(), 2, "{}", text(&out));
+    // The service listens after 3 s: the wait outlasts the statuses'
+    // spacing, so its pending status is posted.
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s["description"] == format!("waiting for services: web:{port}")),
+        "{:?}",
+        states(&statuses)
+    );
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:success")
+    );
+    assert!(sidecars(&fx).is_empty(), "sidecars removed with the build");
+}
+
+#[test]
+fn a_service_that_never_listens_ends_the_build_with_an_error_naming_it() {
+    let port = free_port();
+    let fx = fixture(|image| {
+        format!(
+            "services:\n  db:\n    image: {image}\n    command: [sleep, \"600\"]\n    ports: [{port}]\n    wait: 2s\nexecute:\n  - touch ran\n"
+        )
+    });
+    let out = run(&mut fx.swarm(42, &["--wait"]));
+    let _guards = guard_all(&fx.services(42));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let statuses = fx.forge.statuses(&fx.sha);
+    let last = statuses.last().expect("statuses");
+    assert_eq!(last["state"], "error", "{:?}", states(&statuses));
+    assert_eq!(
+        last["description"],
+        format!("service `db` not ready on :{port} after 2s")
+    );
+    assert!(sidecars(&fx).is_empty(), "no sidecar left behind");
+}
+
+#[test]
+fn local_mode_runs_services_beside_the_container() {
+    let port = free_port();
+    let fx = fixture(|image| {
+        format!(
+            "{}execute:\n  - wget -qO- http://web:{port}/\n",
+            web_service(image, port, 0)
+        )
+    });
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let out = run(Command::new(launcher())
+        .args(["local", "--repo", &repo, "--network", "host"])
+        .arg("--dir")
+        .arg(fx.git.dir())
+        .arg("--artifacts-dir")
+        .arg(fx.dir.path().join("artifacts"))
+        .arg("--forgexec")
+        .arg(static_forgexec()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("served-by-web"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        sidecars(&fx).is_empty(),
+        "sidecars removed with the container"
+    );
+}
+
+#[test]
+fn gc_reaps_the_services_of_a_build_nobody_waited_for() {
+    let port = free_port();
+    let fx = fixture(|image| {
+        format!(
+            "{}execute:\n  - wget -qO- http://web:{port}/\n",
+            web_service(image, port, 0)
+        )
+    });
+    let out = run(&mut fx.swarm(43, &[]));
+    let _guards = guard_all(&fx.services(43));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let statuses = fx.final_statuses(Duration::from_secs(60));
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:success")
+    );
+    // Nobody waited: the sidecar outlives the build until gc.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sidecars(&fx).is_empty() {
+        assert!(Instant::now() < deadline, "the sidecar never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let gc = run(Command::new(launcher()).args(["gc", "--older-than", "0s", "--repo", &repo]));
+        assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
+        if sidecars(&fx).is_empty() {
+            break;
+        }
+        // The build container may still be finishing its uploads.
+        assert!(
+            Instant::now() < deadline,
+            "gc left the sidecar: {:?}",
+            sidecars(&fx)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
