@@ -233,33 +233,24 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
 /// Finishes the launch of a build service that exists but whose container
 /// was never started (a launcher stopped in between): the same steps as
-/// after creation. The spec was checked when the service was created.
+/// after creation.
 pub async fn resume(
     opts: &SwarmOptions,
     service_id: &str,
     name: &str,
 ) -> Result<Outcome, LaunchError> {
     let forge = Forge::new(opts.token.clone())?;
-    // The spec again: its sidecar services start with the build.
-    let spec = match load_spec(opts, &forge).await {
-        Ok(spec) => spec,
-        Err(err) => {
-            Reporter {
-                forge: &forge,
-                opts,
-            }
-            .error(&err)
-            .await;
-            return Err(err);
-        }
-    };
     let docker = node::connect_manager().await?;
     let info = docker
         .info()
         .await
         .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
     let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
-    let result = after_create(opts, &spec, &docker, &local_node, service_id, name).await;
+    // Read again for its sidecar services (it was valid at creation).
+    let result = match load_spec(opts, &forge).await {
+        Ok(spec) => after_create(opts, &spec, &docker, &local_node, service_id, name).await,
+        Err(err) => Err(err),
+    };
     if let Err(err) = &result {
         Reporter {
             forge: &forge,
