@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::facts::{parse_duration as parse_duration_text, ActionName};
+use crate::facts::{parse_duration, ActionName};
 
 use super::model::{
     Artifacts, Command, PortMapping, Run, Service, Spec, When, DEFAULT_SERVICE_WAIT,
@@ -99,7 +99,7 @@ pub(crate) fn did_you_mean<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str>
 }
 
 /// Parse a duration: a bare number of seconds or humantime text.
-pub(crate) fn parse_duration(value: &Value) -> Result<Duration, String> {
+pub(crate) fn duration_value(value: &Value) -> Result<Duration, String> {
     let duration = match value {
         Value::Number(number) => match number.as_u64() {
             Some(seconds) => Duration::from_secs(seconds),
@@ -109,7 +109,7 @@ pub(crate) fn parse_duration(value: &Value) -> Result<Duration, String> {
                 ))
             }
         },
-        Value::String(text) => parse_duration_text(text).map_err(|err| err.to_string())?,
+        Value::String(text) => parse_duration(text).map_err(|err| err.to_string())?,
         other => {
             return Err(format!(
                 "a duration must be a string or a number, not {}",
@@ -900,7 +900,7 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, path: &YamlPath, value: &Value) -> Option<Duration> {
-        match parse_duration(value) {
+        match duration_value(value) {
             Ok(duration) => Some(duration),
             Err(message) => {
                 let help = if message == "the duration is zero" {
@@ -1094,7 +1094,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        let d = |v: Value| parse_duration(&v);
+        let d = |v: Value| duration_value(&v);
         assert_eq!(d(Value::from(90)), Ok(Duration::from_secs(90)));
         assert_eq!(d(Value::from("90")), Ok(Duration::from_secs(90)));
         assert_eq!(d(Value::from("90s")), Ok(Duration::from_secs(90)));
