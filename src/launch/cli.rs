@@ -145,7 +145,7 @@ struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     retention: Duration,
     /// Launches under way at once (each waits for its task's container).
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 4)]
     max_launches: usize,
     /// On SIGTERM, how long launches in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
