@@ -8,6 +8,7 @@
 #
 #   benches/serve_load.sh
 #   FORGE_SERVE_PRS=20 FORGE_SERVE_PUSHES=5 FORGE_SERVE_IN_FLIGHT=50 benches/serve_load.sh
+#   FORGE_SERVE_FLAGS="--max-launches 4" benches/serve_load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

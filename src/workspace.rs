@@ -185,12 +185,42 @@ pub fn unpack_zip<R: Read + Seek>(
         top: plan.top,
         ..UnpackSummary::default()
     };
-    let dir_modes = write_entries(&mut archive, &plan.entries, dest, &mut summary)?;
-    create_links(&plan.entries, dest, &mut summary)?;
+    if let Err(err) = write_tree(&mut archive, &plan.entries, dest, &mut summary) {
+        // The links were judged with the whole tree in place: half of it is
+        // no workspace.
+        remove_contents(dest);
+        return Err(err);
+    }
+    Ok(summary)
+}
+
+/// Directories and files, then the symlinks, then the directory modes.
+fn write_tree<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    entries: &[Planned],
+    dest: &Path,
+    summary: &mut UnpackSummary,
+) -> Result<(), WorkspaceError> {
+    let dir_modes = write_entries(archive, entries, dest, summary)?;
+    create_links(entries, dest, summary)?;
     for (path, mode) in dir_modes.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(io_error(path))?;
     }
-    Ok(summary)
+    Ok(())
+}
+
+/// Empties `dir` (best effort; links are removed, never followed).
+fn remove_contents(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let _ = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+    }
 }
 
 fn archive_error(source: ZipError) -> WorkspaceError {
@@ -323,7 +353,12 @@ fn check_links(entries: &[Planned]) -> Result<(), WorkspaceError> {
             Kind::Symlink(target) => Some(target.as_str()),
             _ => None,
         };
-        tree.add(&entry.rel, target);
+        if !tree.add(&entry.rel, target) {
+            return Err(WorkspaceError::UnsafeEntry {
+                entry: entry.name.clone(),
+                reason: "another entry has the same path",
+            });
+        }
     }
     for entry in entries {
         let Kind::Symlink(target) = &entry.kind else {
@@ -503,6 +538,9 @@ enum LinkProblem {
 struct LinkTree<'a> {
     children: HashMap<(usize, &'a str), usize>,
     targets: Vec<Option<&'a str>>,
+    /// Whether an entry of the archive names the node (not only a path
+    /// through it).
+    named: Vec<bool>,
 }
 
 impl<'a> LinkTree<'a> {
@@ -510,12 +548,15 @@ impl<'a> LinkTree<'a> {
         LinkTree {
             children: HashMap::new(),
             targets: vec![None],
+            named: vec![false],
         }
     }
 
     /// Adds the path `rel` (and its parent directories); `target` when it
-    /// is a symlink.
-    fn add(&mut self, rel: &'a [String], target: Option<&'a str>) {
+    /// is a symlink. False when another entry named the same path: the
+    /// file system would hold only one of them, so the tree could not
+    /// stand for it.
+    fn add(&mut self, rel: &'a [String], target: Option<&'a str>) -> bool {
         let mut node = 0;
         for component in rel {
             let next = self.targets.len();
@@ -525,11 +566,14 @@ impl<'a> LinkTree<'a> {
                 .or_insert(next);
             if node == next {
                 self.targets.push(None);
+                self.named.push(false);
             }
         }
-        if target.is_some() {
-            self.targets[node] = target;
+        if std::mem::replace(&mut self.named[node], true) {
+            return false;
         }
+        self.targets[node] = target;
+        true
     }
 
     /// Whether a parent directory of `rel` is a symlink of the archive.
@@ -801,10 +845,11 @@ mod tests {
         let rel = |p: &str| p.split('/').map(String::from).collect::<Vec<_>>();
         let paths = [rel("a/b/l1"), rel("a/up"), rel("a/b/f"), rel("loop")];
         let mut tree = LinkTree::new();
-        tree.add(&paths[0], Some(".."));
-        tree.add(&paths[1], Some(".."));
-        tree.add(&paths[2], None);
-        tree.add(&paths[3], Some("loop/x"));
+        assert!(tree.add(&paths[0], Some("..")));
+        assert!(tree.add(&paths[1], Some("..")));
+        assert!(tree.add(&paths[2], None));
+        assert!(tree.add(&paths[3], Some("loop/x")));
+        assert!(!tree.add(&paths[3], None), "a second entry of one path");
         let check = |p: &str, target: &str| tree.check_link(&rel(p), target);
         assert_eq!(check("x", "a/b/f"), Ok(()));
         assert_eq!(check("a/x", "../a/b/l1/b/f"), Ok(()));
@@ -976,5 +1021,44 @@ mod tests {
         assert!(err.is_refusal(), "{err}");
         let written = fs::metadata(dir.path().join("ws/liar")).map_or(0, |m| m.len());
         assert!(written <= 11, "{written} bytes written");
+    }
+
+    #[test]
+    fn refuses_two_entries_of_one_path() {
+        // Found by the fuzz target: the second link of a path used to stand
+        // for the first in the checks, while the first was created.
+        let (dir, result) = unpack(&[
+            E::Link("o-r-abc/m", "l/../../x"),
+            E::Link("o-r-abc/./l", "."),
+            E::Link("o-r-abc/l", "a/b"),
+        ]);
+        assert!(
+            matches!(&result, Err(WorkspaceError::UnsafeEntry { entry, reason }) if entry == "o-r-abc/l" && reason.contains("same path")),
+            "{result:?}"
+        );
+        assert!(!dir.path().join("ws").exists(), "nothing written");
+    }
+
+    #[test]
+    fn a_tree_that_cannot_be_written_whole_is_removed() {
+        // Found by the fuzz target: `l/a` cannot be created under the file
+        // `l`, after `c -> é/../..` was, and `é -> a/a`, which makes `c` safe,
+        // never is: the half-written tree kept a link that leads outside as
+        // soon as `é` exists.
+        let (dir, result) = unpack(&[
+            E::File("o-r-abc/l", "", 0o644),
+            E::Link("o-r-abc/c", "é/../.."),
+            E::Link("o-r-abc/l/a", "b"),
+            E::Link("o-r-abc/é", "a/a"),
+        ]);
+        assert!(
+            matches!(result, Err(WorkspaceError::Io { .. })),
+            "{result:?}"
+        );
+        let left: Vec<_> = fs::read_dir(dir.path().join("ws"))
+            .expect("ws")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 }

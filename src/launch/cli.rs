@@ -20,7 +20,8 @@ use super::service::{show_bytes, show_cpus, Limits, ResourcePolicy};
 use super::swarm::{self, Outcome, SpecSource, SwarmOptions};
 use super::LaunchError;
 use crate::exit;
-use crate::facts::RawFacts;
+use crate::facts::{RawFacts, MAX_TOKEN_FILE_BYTES};
+use crate::fsread::{self, Links};
 use crate::render::Renderer;
 use crate::run::output::Masker;
 use crate::secret::Secret;
@@ -147,7 +148,7 @@ struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     retention: Duration,
     /// Launches under way at once (each waits for its task's container).
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 4)]
     max_launches: usize,
     /// On SIGTERM, how long launches in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -496,6 +497,9 @@ async fn run_gc(args: GcArgs) -> Result<u8, LaunchError> {
     Ok(exit::PASSED)
 }
 
+/// Largest `--event` payload read (GitHub caps webhook payloads at 25 MB).
+const MAX_EVENT_BYTES: u64 = 25 * 1024 * 1024;
+
 fn read_input(path: &Path) -> Result<(String, Vec<u8>), LaunchError> {
     if path == Path::new("-") {
         let mut bytes = Vec::new();
@@ -507,18 +511,17 @@ fn read_input(path: &Path) -> Result<(String, Vec<u8>), LaunchError> {
             })?;
         return Ok(("<stdin>".into(), bytes));
     }
-    let bytes = std::fs::read(path).map_err(|source| LaunchError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = fsread::read_regular(path, Links::Follow, MAX_EVENT_BYTES)?;
     Ok((path.display().to_string(), bytes))
 }
 
 fn read_token(path: Option<&Path>) -> Result<Option<Secret>, LaunchError> {
     let Some(path) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(path).map_err(|source| LaunchError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = fsread::read_regular(path, Links::Follow, MAX_TOKEN_FILE_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|_| LaunchError::Flag {
+        flag: "--token-file",
+        value: path.display().to_string(),
+        reason: "the file is not UTF-8 text".into(),
     })?;
     let token = text.trim();
     if token.is_empty() {
@@ -768,5 +771,21 @@ mod tests {
     #[test]
     fn build_ids_are_valid() {
         assert!(plan::new_build_id().len() > 16);
+    }
+
+    #[test]
+    fn an_event_or_token_file_that_is_a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("event.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = read_input(&fifo).expect_err("a FIFO is not an event");
+        assert!(matches!(err, LaunchError::Refused(_)), "{err}");
+        assert_eq!(err.exit_code(), exit::INVALID);
+        assert!(err.to_string().contains("named pipe"), "{err}");
+        let err = read_token(Some(Path::new("/dev/zero"))).expect_err("a device");
+        assert!(err.to_string().contains("character device"), "{err}");
+        let err = read_input(&dir.path().join("missing.json")).expect_err("missing");
+        assert!(matches!(err, LaunchError::Read { .. }), "{err}");
     }
 }

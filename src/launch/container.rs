@@ -20,10 +20,11 @@ use super::service::{Limits, ResourcePolicy};
 use super::swarm::{container_owner, follow, parse_spec, upload};
 use super::{archive, node, sidecar, LaunchError};
 use crate::facts::{default_status_url, var, BuildContext, NameError, RawFacts};
+use crate::fsread::{self, Links};
 use crate::local::folder_repo_name;
 use crate::local::git::{parse_remote_url, Git};
 use crate::secret::Secret;
-use crate::spec::Spec;
+use crate::spec::{self, Spec};
 
 /// Artifacts base inside the container.
 pub const ARTIFACTS_IN_CONTAINER: &str = "/forge/artifacts";
@@ -175,10 +176,8 @@ fn read_spec(
     root: &Path,
 ) -> Result<(String, Vec<u8>), LaunchError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| LaunchError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
+        fsread::read_regular(path, Links::Follow, spec::MAX_FILE_BYTES as u64)
+            .map_err(LaunchError::from)
     };
     Ok(match &opts.config {
         Some(path) => (path.display().to_string(), read(path)?),

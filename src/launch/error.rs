@@ -40,6 +40,9 @@ pub enum LaunchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file that is not a regular file, or too large, for what it is.
+    #[error("{0}")]
+    Refused(crate::fsread::FsReadError),
     #[error("{label}: not a pull_request webhook payload: {reason}")]
     Event { label: String, reason: String },
     #[error("missing {what}: give {flag} (or an --event payload that has it)")]
@@ -113,6 +116,18 @@ pub enum LaunchError {
     Binary(#[from] super::binary::BinaryError),
 }
 
+impl From<crate::fsread::FsReadError> for LaunchError {
+    fn from(err: crate::fsread::FsReadError) -> Self {
+        use crate::fsread::FsReadError;
+        match err {
+            FsReadError::Open { path, source } | FsReadError::Read { path, source } => {
+                LaunchError::Read { path, source }
+            }
+            refused => LaunchError::Refused(refused),
+        }
+    }
+}
+
 impl From<ForgeError> for LaunchError {
     fn from(err: ForgeError) -> Self {
         LaunchError::Forge(Box::new(err))
@@ -124,6 +139,7 @@ impl LaunchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LaunchError::Read { .. }
+            | LaunchError::Refused(_)
             | LaunchError::Event { .. }
             | LaunchError::MissingFact { .. }
             | LaunchError::Flag { .. }

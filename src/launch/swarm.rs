@@ -20,8 +20,9 @@ use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
+use crate::fsread::{self, Links};
 use crate::secret::Secret;
-use crate::spec::Spec;
+use crate::spec::{self, Spec};
 
 /// Where the `.forge.yml` comes from.
 #[derive(Debug, Clone)]
@@ -122,10 +123,7 @@ async fn load_spec(opts: &SwarmOptions, forge: &Forge) -> Result<Spec, LaunchErr
     let build = &opts.build;
     match &opts.spec {
         SpecSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|source| LaunchError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = fsread::read_regular(path, Links::Follow, spec::MAX_FILE_BYTES as u64)?;
             parse_spec(&path.display().to_string(), &bytes, &build.action)
         }
         SpecSource::Api => {

@@ -249,7 +249,19 @@ struct TestApp {
 }
 
 impl TestApp {
+    /// A new key pair, registered with the fixture's forge as the App's.
     fn new(fx: &Fixture) -> TestApp {
+        let (app, public_key_der) = TestApp::unregistered();
+        fx.forge.enable_app(AppConfig {
+            id: APP_ID,
+            public_key_der,
+            installation: INSTALLATION,
+        });
+        app
+    }
+
+    /// A new key pair and its public key (PKCS#1 DER), registered nowhere.
+    fn unregistered() -> (TestApp, Vec<u8>) {
         crate::common::require_program("openssl", "apt-get install openssl");
         let dir = tempfile::tempdir().expect("tempdir");
         let key_file = dir.path().join("app.pem");
@@ -270,15 +282,13 @@ impl TestApp {
             public.status.success(),
             "openssl rsa -RSAPublicKey_out failed"
         );
-        fx.forge.enable_app(AppConfig {
-            id: APP_ID,
-            public_key_der: public.stdout,
-            installation: INSTALLATION,
-        });
-        TestApp {
-            _dir: dir,
-            key_file,
-        }
+        (
+            TestApp {
+                _dir: dir,
+                key_file,
+            },
+            public.stdout,
+        )
     }
 }
 
@@ -911,9 +921,12 @@ fn many_deliveries_end_in_one_build_per_pull_request_at_its_newest_sha() {
     let prs = env_count("FORGE_SERVE_PRS", 4);
     let pushes = env_count("FORGE_SERVE_PUSHES", 3).max(1);
     let in_flight = env_count("FORGE_SERVE_IN_FLIGHT", 8).max(1);
+    // Extra serve flags for benchmark runs (e.g. `--max-launches 4`).
+    let flags = std::env::var("FORGE_SERVE_FLAGS").unwrap_or_default();
+    let flags: Vec<&str> = flags.split_whitespace().collect();
     let fx = Fixture::new(PASSING);
     let app = TestApp::new(&fx);
-    let serve = Serve::start(&fx, &app, &[]);
+    let serve = Serve::start(&fx, &app, &flags);
     let base = 100;
     // Per pull request, its deliveries in order; the last sha is the newest.
     let mut lanes: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
@@ -1017,4 +1030,29 @@ fn many_deliveries_end_in_one_build_per_pull_request_at_its_newest_sha() {
     // Acknowledged without waiting for launches (the figure to meet is
     // p99 < 100 ms, measured by benches/serve_load.sh in a release build).
     assert!(p99 < Duration::from_secs(2), "p99 acknowledgement {p99:?}");
+}
+
+#[test]
+fn a_jwt_signed_with_another_key_gets_no_token_and_builds_nothing() {
+    let fx = Fixture::new(PASSING);
+    let _genuine = TestApp::new(&fx);
+    // The same App id with a key the forge does not know.
+    let (impostor, _) = TestApp::unregistered();
+    let serve = Serve::start(&fx, &impostor, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "opened", 32, &fx.sha),
+    );
+    assert_eq!(answer.code, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !serve.log().contains("build not launched") {
+        assert!(Instant::now() < deadline, "{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(fx.forge.issued_tokens().is_empty());
+    assert!(fx.services(32).is_empty());
+    let log = serve.log();
+    assert!(log.contains("access_tokens"), "{log}");
+    assert!(log.contains("401"), "{log}");
 }

@@ -176,7 +176,8 @@ impl Stats {
 /// Whether the symlink `link` (inside `ws`) resolves, on the file system as
 /// it is, to a path outside `ws`: its target is walked from its directory,
 /// every existing link on the way followed (a path that does not exist is
-/// taken as written), and any step above `ws` counts.
+/// taken as written), and any step above `ws` counts. A loop resolves
+/// nowhere (the kernel answers ELOOP), so it leads nowhere.
 fn leads_outside(ws: &Path, link: &Path) -> bool {
     let rel = link.parent().unwrap().strip_prefix(ws).unwrap();
     let mut stack: Vec<OsString> = rel
@@ -185,39 +186,41 @@ fn leads_outside(ws: &Path, link: &Path) -> bool {
         .collect();
     let target = std::fs::read_link(link).unwrap();
     let mut hops = 0;
-    walk(ws, &mut stack, &target, &mut hops)
+    walk(ws, &mut stack, &target, &mut hops) == Err(Stop::Outside)
 }
 
-fn walk(ws: &Path, stack: &mut Vec<OsString>, target: &Path, hops: &mut usize) -> bool {
+/// Why a walk ended early.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    Outside,
+    Loop,
+}
+
+fn walk(ws: &Path, stack: &mut Vec<OsString>, target: &Path, hops: &mut usize) -> Result<(), Stop> {
     for component in target.components() {
         match component {
-            Component::RootDir | Component::Prefix(_) => return true,
+            Component::RootDir | Component::Prefix(_) => return Err(Stop::Outside),
             Component::CurDir => {}
             Component::ParentDir => {
-                if stack.pop().is_none() {
-                    return true;
-                }
+                stack.pop().ok_or(Stop::Outside)?;
             }
             Component::Normal(name) => {
                 let here: PathBuf = stack.iter().fold(ws.to_path_buf(), |p, c| p.join(c));
                 let next = here.join(name);
                 if next.is_symlink() {
                     *hops += 1;
-                    // A loop resolves nowhere (ELOOP): it leads nowhere.
                     if *hops > 40 {
-                        return false;
+                        return Err(Stop::Loop);
                     }
                     let inner = std::fs::read_link(&next).unwrap();
-                    if walk(ws, stack, &inner, hops) {
-                        return true;
-                    }
+                    walk(ws, stack, &inner, hops)?;
                 } else {
                     stack.push(name.to_os_string());
                 }
             }
         }
     }
-    false
+    Ok(())
 }
 
 #[test]
