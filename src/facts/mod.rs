@@ -278,6 +278,17 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(1u64 << shift)
 }
 
+/// Bytes in the largest binary unit that divides them (`2GiB`), as
+/// [`parse_size`] reads them back.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// Checks the raw facts and makes the build context, or reports every
 /// problem, each by its variable with the fix. `file_exists` decides
 /// whether a file is there (the default token file, `FORGE_CA_CERT`): a

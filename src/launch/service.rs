@@ -122,12 +122,7 @@ pub fn show_cpus(nanos: i64) -> String {
 
 /// Bytes in the largest binary unit that divides them (`2GiB`).
 pub fn show_bytes(bytes: i64) -> String {
-    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    format!("{bytes} bytes")
+    crate::facts::format_size(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// Everything that goes into a build service.

@@ -317,7 +317,7 @@ impl Spec {
                 asked.push(format!("{} CPUs", nanos as f64 / 1e9));
             }
             if let Some(bytes) = self.resources.memory_bytes {
-                asked.push(format!("{bytes} bytes memory"));
+                asked.push(format!("{} memory", crate::facts::format_size(bytes)));
             }
             if let Some(pids) = self.resources.pids {
                 asked.push(format!("{pids} pids"));
@@ -372,6 +372,46 @@ mod tests {
             spec.summary(),
             "image alpine:3, 2 setup, 1 execute command; artifacts: 1 glob (on_success); timeout 1h"
         );
+    }
+
+    #[test]
+    fn resources_in_each_form() {
+        let spec = ok("resources: {cpus: 1.5, memory: 512MiB, pids: 100}\nexecute: [make]\n");
+        assert_eq!(
+            spec.resources,
+            Resources {
+                nano_cpus: Some(1_500_000_000),
+                memory_bytes: Some(512 << 20),
+                pids: Some(100),
+            }
+        );
+        assert_eq!(
+            spec.summary(),
+            "no image, 1 execute command; no artifacts; resources: 1.5 CPUs, 512MiB memory, 100 pids"
+        );
+        let spec = ok("resources: {cpus: 2, memory: 1048576}\nexecute: [make]\n");
+        assert_eq!(spec.resources.nano_cpus, Some(2_000_000_000));
+        assert_eq!(spec.resources.memory_bytes, Some(1 << 20));
+        assert_eq!(spec.resources.pids, None);
+        let spec = ok("resources: {memory: \"2 GiB\"}\nexecute: [make]\n");
+        assert_eq!(spec.resources.memory_bytes, Some(2 << 30));
+        for bad in [
+            "cpus: 0",
+            "cpus: .nan",
+            "cpus: 0.0000000001",
+            "cpus: 2000000",
+            "cpus: \"2\"",
+            "memory: 0",
+            "memory: 1.5GiB",
+            "memory: 16EiB",
+            "memory: 99999999T",
+            "pids: -1",
+            "pids: 0",
+            "pids: 9223372036854775808",
+        ] {
+            let text = format!("resources: {{{bad}}}\nexecute: [make]\n");
+            assert!(parse("t.yml", text.as_bytes()).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
