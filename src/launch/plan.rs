@@ -87,6 +87,13 @@ pub fn environment(
     for (name, value) in build.to_vars() {
         env.insert(name.to_string(), value);
     }
+    // Every other build fact is set empty (forgexec reads empty as unset):
+    // otherwise the image's own ENV, which the pull request chooses, would
+    // fill it in: a FORGE_API_URL that sends the token elsewhere, or a
+    // FORGE_TOKEN_FILE that leaves /forge/token undeleted for the build.
+    for name in crate::facts::var::ALL {
+        env.entry(name.to_string()).or_default();
+    }
     env
 }
 
@@ -252,11 +259,18 @@ mod tests {
         assert_eq!(env["FORGE_BUILD_ID"], "B1");
         assert_eq!(env["FORGE_ACTION"], "execute");
         assert_eq!(env["FORGE_API_URL"], "http://127.0.0.1:9/api");
-        assert!(!env.contains_key("FORGE_ARTIFACTS_URL"));
-        assert!(!env.contains_key("FORGE_INSTALL_ID"));
+        // Facts not given are set empty (unset for forgexec), so that an
+        // image's ENV cannot supply them.
+        assert_eq!(env["FORGE_ARTIFACTS_URL"], "");
+        assert_eq!(env["FORGE_INSTALL_ID"], "");
+        assert_eq!(env["FORGE_CA_CERT"], "");
         assert!(env_list(&env).contains(&"FORGE_OWNER=octo".to_string()));
-        // nothing that looks like a credential
-        assert!(env.keys().all(|k| !k.contains("TOKEN")));
+        // nothing that looks like a credential: those are set empty
+        assert_eq!(env["FORGE_TOKEN"], "");
+        assert_eq!(env["FORGE_TOKEN_FILE"], "");
+        assert!(env
+            .iter()
+            .all(|(k, v)| !k.contains("TOKEN") || v.is_empty()));
     }
 
     #[test]

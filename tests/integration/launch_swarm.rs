@@ -341,6 +341,36 @@ fn a_passing_build_runs_end_to_end_and_its_service_is_removed() {
 }
 
 #[test]
+fn an_images_env_cannot_supply_build_facts_or_the_token_file() {
+    // The pull request chooses the image: its ENV must not redirect the
+    // token (FORGE_API_URL) nor keep /forge/token from being deleted
+    // (FORGE_TOKEN_FILE pointing elsewhere).
+    let fx = Fixture::with_image_changes(
+        "execute:\n  - test ! -e /forge/token && echo token-gone\n",
+        &[
+            "ENV FORGE_API_URL=http://127.0.0.1:9/evil",
+            "ENV FORGE_TOKEN_FILE=/etc/passwd",
+            "ENV FORGE_ARTIFACTS_URL=http://127.0.0.1:9/evil-store",
+        ],
+    );
+    let out = run(&mut fx.swarm(8, &["--wait"]));
+    let _guards = guard_all(&fx.services(8));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("token-gone"),
+        "{}",
+        text(&out)
+    );
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:success"),
+        "{:?}",
+        states(&statuses)
+    );
+}
+
+#[test]
 fn a_failing_build_exits_1_and_posts_failure() {
     let fx = Fixture::new(FAILING);
     let out = run(&mut fx.swarm(8, &["--wait"]));
