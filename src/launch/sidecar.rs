@@ -156,9 +156,18 @@ async fn pull(docker: &Docker, image: &str) -> Result<(), LaunchError> {
 /// Removes the sidecars of `build_name` from `docker`; failures are logged
 /// (`gc` reaps what is left).
 pub async fn remove(docker: &Docker, build_name: &str) {
-    for id in list(docker, &format!("{LABEL_OF}={build_name}")).await {
-        remove_container(docker, &id).await;
+    let label = format!("{LABEL_OF}={build_name}");
+    // A busy daemon can fail a listing or a removal: try a few times.
+    for _ in 0..5 {
+        let left = list(docker, &label).await;
+        if left.is_empty() {
+            return;
+        }
+        for id in left {
+            remove_container(docker, &id).await;
+        }
     }
+    tracing::warn!("sidecars of {build_name} may be left behind: `forge-launch gc` removes them");
 }
 
 /// Removes every sidecar on `docker` whose build container no longer runs

@@ -228,6 +228,8 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
         service::remove(&docker, &stale.id).await?;
+        // Its sidecars, where this daemon runs them (elsewhere: gc).
+        sidecar::remove(&docker, &stale.name).await;
     }
 
     let id = service::create(&docker, service::service_spec(&request)).await?;
@@ -321,6 +323,7 @@ async fn run_service(
             for other in mine.iter().filter(|s| s.id != id) {
                 tracing::info!("removing older racing build {}", other.name);
                 service::remove(docker, &other.id).await?;
+                sidecar::remove(docker, &other.name).await;
             }
         }
         _ => {

@@ -146,7 +146,7 @@ impl Fixture {
     }
 
     /// The same for another head commit.
-    fn swarm_at(&self, sha: &str, pr: u64, extra: &[&str]) -> Command {
+    pub(crate) fn swarm_at(&self, sha: &str, pr: u64, extra: &[&str]) -> Command {
         self.swarm_with(&static_forgexec(), sha, pr, extra)
     }
 
@@ -764,7 +764,9 @@ fn an_event_payload_on_stdin_gives_the_facts() {
 
 #[test]
 fn local_mode_produces_the_same_statuses_and_artifacts_as_swarm() {
-    let fx = Fixture::new(PASSING);
+    // The test stage outlasts the statuses' 1 s spacing, so both runs post
+    // the same pending updates whatever the machine's speed.
+    let fx = Fixture::new(&format!("{PASSING}setup:\n  - sleep 1.5\n"));
     let nginx = Nginx::start();
     let out = run(&mut fx.swarm(14, &["--wait", "--artifacts-url", &nginx.url()]));
     let _guards = guard_all(&fx.services(14));

@@ -173,3 +173,34 @@ fn gc_reaps_the_services_of_a_build_nobody_waited_for() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+#[test]
+fn a_newer_push_removes_the_older_builds_services() {
+    let port = free_port();
+    let fx = fixture(|image| format!("{}execute:\n  - sleep 120\n", web_service(image, port, 0)));
+    let first = run(&mut fx.swarm(44, &[]));
+    let _first = guard_all(&fx.services(44));
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sidecars(&fx).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first build's sidecar never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old = sidecars(&fx);
+
+    let sha = fx.push("execute:\n  - echo second\n");
+    let second = run(&mut fx.swarm_at(&sha, 44, &["--wait"]));
+    let _second = guard_all(&fx.services(44));
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let left: Vec<String> = sidecars(&fx)
+        .into_iter()
+        .filter(|id| old.contains(id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the older build's sidecar is still there: {left:?}"
+    );
+}
