@@ -81,6 +81,8 @@ pub enum LimitExceeded {
 /// Errors of unpacking a source archive.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
+    #[error("unpacking stopped: the build was cancelled")]
+    Cancelled,
     #[error("the source archive is not a readable zip file: {source}")]
     Archive {
         #[source]
@@ -125,7 +127,9 @@ impl WorkspaceError {
     /// opposed to an archive that could not be read or written.
     pub fn is_refusal(&self) -> bool {
         match self {
-            WorkspaceError::Archive { .. } | WorkspaceError::Io { .. } => false,
+            WorkspaceError::Archive { .. }
+            | WorkspaceError::Io { .. }
+            | WorkspaceError::Cancelled => false,
             WorkspaceError::EntryRead { source, .. } => source.kind() == io::ErrorKind::InvalidData,
             _ => true,
         }
@@ -177,6 +181,18 @@ pub fn unpack_zip<R: Read + Seek>(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<UnpackSummary, WorkspaceError> {
+    unpack_zip_until(reader, dest, limits, &|| false)
+}
+
+/// [`unpack_zip`] that stops, leaving `dest` empty, as soon as `cancelled`
+/// says so: it is asked before each entry and each 64 KiB written, so a
+/// build's cancellation never waits for a large unpack.
+pub fn unpack_zip_until<R: Read + Seek>(
+    reader: R,
+    dest: &Path,
+    limits: &UnpackLimits,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<UnpackSummary, WorkspaceError> {
     let mut archive = open_archive(reader, limits)?;
     let plan = plan_entries(&mut archive, limits)?;
     check_links(&plan.entries)?;
@@ -185,7 +201,7 @@ pub fn unpack_zip<R: Read + Seek>(
         top: plan.top,
         ..UnpackSummary::default()
     };
-    if let Err(err) = write_tree(&mut archive, &plan.entries, dest, &mut summary) {
+    if let Err(err) = write_tree(&mut archive, &plan.entries, dest, &mut summary, cancelled) {
         // The links were judged with the whole tree in place: half of it is
         // no workspace.
         remove_contents(dest);
@@ -200,8 +216,9 @@ fn write_tree<R: Read + Seek>(
     entries: &[Planned],
     dest: &Path,
     summary: &mut UnpackSummary,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<(), WorkspaceError> {
-    let dir_modes = write_entries(archive, entries, dest, summary)?;
+    let dir_modes = write_entries(archive, entries, dest, summary, cancelled)?;
     create_links(entries, dest, summary)?;
     for (path, mode) in dir_modes.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(io_error(path))?;
@@ -398,9 +415,13 @@ fn write_entries<R: Read + Seek>(
     entries: &[Planned],
     dest: &Path,
     summary: &mut UnpackSummary,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<(PathBuf, u32)>, WorkspaceError> {
     let mut dir_modes = Vec::new();
     for entry in entries {
+        if cancelled() {
+            return Err(WorkspaceError::Cancelled);
+        }
         let path = entry_path(dest, entry)?;
         match &entry.kind {
             Kind::Dir => {
@@ -410,7 +431,7 @@ fn write_entries<R: Read + Seek>(
             }
             Kind::Symlink(_) => {}
             Kind::File => {
-                summary.bytes += write_file(archive, entry, &path)?;
+                summary.bytes += write_file(archive, entry, &path, cancelled)?;
                 summary.files += 1;
             }
         }
@@ -432,6 +453,7 @@ fn write_file<R: Read + Seek>(
     archive: &mut ZipArchive<R>,
     entry: &Planned,
     path: &Path,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<u64, WorkspaceError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_error(parent))?;
@@ -452,6 +474,9 @@ fn write_file<R: Read + Seek>(
                 })
             }
         };
+        if cancelled() {
+            return Err(WorkspaceError::Cancelled);
+        }
         written += n as u64;
         if written > entry.size {
             return Err(WorkspaceError::Oversized {
@@ -703,6 +728,42 @@ mod tests {
         let mut cursor = zip.finish().expect("finish");
         cursor.set_position(0);
         cursor
+    }
+
+    #[test]
+    fn a_cancellation_stops_unpacking_and_leaves_the_workspace_empty() {
+        let big = "x".repeat(300 * 1024);
+        let entries = [
+            E::Dir("top/"),
+            E::File("top/a.txt", "first", 0o644),
+            E::File("top/big.txt", &big, 0o644),
+            E::File("top/z.txt", "last", 0o644),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("ws");
+        // Cancelled while the big file is being written (the fifth question:
+        // before the dir, a.txt, big.txt, then during big.txt's chunks).
+        let asked = std::cell::Cell::new(0);
+        let cancelled = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 5
+        };
+        let result = unpack_zip_until(archive(&entries), &dest, &UnpackLimits::DEFAULT, &cancelled);
+        assert!(
+            matches!(result, Err(WorkspaceError::Cancelled)),
+            "{result:?}"
+        );
+        assert!(!result.unwrap_err().is_refusal());
+        assert_eq!(std::fs::read_dir(&dest).expect("dest").count(), 0);
+        assert_eq!(asked.get(), 6, "asked again after the cancellation");
+        // Not cancelled: the same archive unpacks whole.
+        let whole = dir.path().join("whole");
+        unpack_zip_until(archive(&entries), &whole, &UnpackLimits::DEFAULT, &|| false)
+            .expect("unpacked");
+        assert_eq!(
+            std::fs::read_to_string(whole.join("z.txt")).unwrap(),
+            "last"
+        );
     }
 
     fn unpack(entries: &[E]) -> (tempfile::TempDir, Result<UnpackSummary, WorkspaceError>) {

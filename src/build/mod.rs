@@ -295,6 +295,12 @@ impl Build {
     ) -> (Verdict, Option<String>) {
         let stop = |err| (Verdict::Stopped(err), None);
         if let Err(err) = self.prepare_workspace(forge) {
+            // A signal that stopped the unpacking is a cancellation, not a
+            // failure to fetch.
+            if let Some(signal) = self.cancel.signal() {
+                let during = Some("the source download".to_string());
+                return (Verdict::Cancelled { signal, during }, None);
+            }
             return stop(err);
         }
         let (spec, commands) = match self.load_spec() {
@@ -638,12 +644,13 @@ impl Build {
             ws.display()
         ));
         forge
-            .download_zipball(
+            .download_zipball_until(
                 &self.ctx.owner,
                 &self.ctx.repo,
                 &self.ctx.sha,
                 ws,
                 &self.ctx.unpack_limits,
+                &|| self.cancel.signal().is_some(),
             )
             .map(|_| ())
             .map_err(|err| match err {

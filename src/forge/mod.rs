@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::http::{check_status, within, HttpClient, HttpError, RetryPolicy};
 use crate::secret::Secret;
-use crate::workspace::{unpack_zip, UnpackLimits, UnpackSummary, WorkspaceError};
+use crate::workspace::{unpack_zip_until, UnpackLimits, UnpackSummary, WorkspaceError};
 
 /// Longest commit status description the GitHub API accepts, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 140;
@@ -263,6 +263,20 @@ impl ForgeClient {
         dest_dir: &Path,
         limits: &UnpackLimits,
     ) -> Result<UnpackSummary, ForgeError> {
+        self.download_zipball_until(owner, repo, sha, dest_dir, limits, &|| false)
+    }
+
+    /// [`Self::download_zipball`] whose unpacking stops as soon as
+    /// `cancelled` says so ([`crate::workspace::unpack_zip_until`]).
+    pub fn download_zipball_until(
+        &self,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+        dest_dir: &Path,
+        limits: &UnpackLimits,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<UnpackSummary, ForgeError> {
         check_segment("owner", owner)?;
         check_segment("repository", repo)?;
         check_segment("commit", sha)?;
@@ -302,12 +316,12 @@ impl ForgeClient {
                 dir: temp_dir.clone(),
                 source,
             })?;
-        unpack_zip(io::BufReader::new(archive), dest_dir, limits).map_err(|source| {
-            ForgeError::Unpack {
+        unpack_zip_until(io::BufReader::new(archive), dest_dir, limits, cancelled).map_err(
+            |source| ForgeError::Unpack {
                 commit: format!("{owner}/{repo}@{sha}"),
                 source,
-            }
-        })
+            },
+        )
     }
 }
 
