@@ -21,13 +21,16 @@ pub const JWT_LIFETIME: Duration = Duration::from_secs(9 * 60);
 /// How far back a JWT's `iat` is put, for clock drift (GitHub's advice).
 pub const JWT_BACKDATE: Duration = Duration::from_secs(60);
 
+/// Largest App private key file read (an RSA-4096 PEM is about 3.3 KiB).
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
 /// Problems with the App's credentials or with getting a token.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{path}: cannot read the App's private key: {source}")]
     ReadKey {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::fsread::FsReadError,
     },
     #[error("{path}: not a PEM RSA private key (expected `BEGIN RSA PRIVATE KEY` or `BEGIN PRIVATE KEY`): {reason}")]
     BadKey { path: PathBuf, reason: String },
@@ -58,10 +61,14 @@ impl App {
     /// Reads the App's PEM private key (PKCS#1, as GitHub hands it out, or
     /// PKCS#8).
     pub fn load(id: u64, key_file: &Path) -> Result<App, AppError> {
-        let pem = std::fs::read(key_file).map_err(|source| AppError::ReadKey {
-            path: key_file.to_path_buf(),
-            source,
-        })?;
+        // An operator's path: a regular file (links followed), never a FIFO
+        // or device that would hang start-up, and small.
+        let pem =
+            crate::fsread::read_regular(key_file, crate::fsread::Links::Follow, MAX_KEY_FILE_BYTES)
+                .map_err(|source| AppError::ReadKey {
+                    path: key_file.to_path_buf(),
+                    source,
+                })?;
         let bad = |reason: String| AppError::BadKey {
             path: key_file.to_path_buf(),
             reason,

@@ -69,8 +69,10 @@ pub enum ServeError {
     #[error("{path}: cannot read the webhook secret: {source}")]
     Secret {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::fsread::FsReadError,
     },
+    #[error("{path}: the webhook secret file is not UTF-8 text")]
+    SecretNotText { path: PathBuf },
     #[error("{path}: the webhook secret file is empty")]
     EmptySecret { path: PathBuf },
     #[error("cannot listen on {addr}: {source}")]
@@ -86,9 +88,15 @@ pub enum ServeError {
 
 /// Reads the webhook secret (surrounding whitespace trimmed).
 pub fn read_secret(path: &std::path::Path) -> Result<Secret, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServeError::Secret {
+    // An operator's path: a regular file (links followed), never a FIFO or
+    // device that would hang start-up, and small.
+    let bytes = crate::fsread::read_regular(path, crate::fsread::Links::Follow, 64 * 1024)
+        .map_err(|source| ServeError::Secret {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| ServeError::SecretNotText {
         path: path.to_path_buf(),
-        source,
     })?;
     let secret = text.trim();
     if secret.is_empty() {
@@ -272,5 +280,50 @@ async fn gc_loop(serve: Arc<Serve>) {
             }
             Err(err) => tracing::warn!("gc: {}", serve.renderer.error(&err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_secret_file_must_be_a_small_regular_file_of_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("secret");
+        std::fs::write(&good, "  s3cret-value\n").unwrap();
+        assert_eq!(read_secret(&good).unwrap().expose(), "s3cret-value");
+
+        // A FIFO would block the read forever: refused at once.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        let err = read_secret(&fifo).unwrap_err();
+        assert!(matches!(err, ServeError::Secret { .. }), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+        assert!(matches!(
+            read_secret(&binary),
+            Err(ServeError::SecretNotText { .. })
+        ));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(matches!(
+            read_secret(&empty),
+            Err(ServeError::EmptySecret { .. })
+        ));
+    }
+
+    #[test]
+    fn the_app_key_file_is_never_read_from_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("key.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        let err = app::App::load(1, &fifo).unwrap_err();
+        assert!(matches!(err, app::AppError::ReadKey { .. }), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
