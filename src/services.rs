@@ -31,11 +31,17 @@ pub enum ServiceWaitError {
     Cancelled(Signal),
 }
 
-/// `db:5432, web:8080`: what the pending status says is awaited.
-pub fn describe(services: &[Service]) -> String {
+/// Every (service, port) to wait for, in file order.
+fn awaited(services: &[Service]) -> impl Iterator<Item = (&Service, u16)> {
     services
         .iter()
-        .flat_map(|s| s.ports.iter().map(move |port| format!("{}:{port}", s.name)))
+        .flat_map(|s| s.ports.iter().map(move |port| (s, *port)))
+}
+
+/// `db:5432, web:8080`: what the pending status says is awaited.
+pub fn describe(services: &[Service]) -> String {
+    awaited(services)
+        .map(|(s, port)| format!("{}:{port}", s.name))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -80,10 +86,7 @@ pub fn wait_until_ready(
     ready: impl Fn(u16) -> bool,
 ) -> Result<Duration, ServiceWaitError> {
     let started = Instant::now();
-    let mut pending: Vec<(&Service, u16)> = services
-        .iter()
-        .flat_map(|s| s.ports.iter().map(move |port| (s, *port)))
-        .collect();
+    let mut pending: Vec<(&Service, u16)> = awaited(services).collect();
     loop {
         if let Some(signal) = cancel.signal() {
             return Err(ServiceWaitError::Cancelled(signal));

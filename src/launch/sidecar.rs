@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder,
@@ -159,7 +159,11 @@ pub async fn remove(docker: &Docker, build_name: &str) {
     let label = format!("{LABEL_OF}={build_name}");
     // A busy daemon can fail a listing or a removal: try a few times.
     for _ in 0..5 {
-        let left = list(docker, &label).await;
+        let left: Vec<String> = list(docker, &label)
+            .await
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
         if left.is_empty() {
             return;
         }
@@ -174,14 +178,7 @@ pub async fn remove(docker: &Docker, build_name: &str) {
 /// (its launcher died before removing it). Returns how many were removed.
 pub async fn reap(docker: &Docker) -> usize {
     let mut removed = 0;
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&HashMap::from([("label", vec![LABEL_CONTAINER])]))
-        .build();
-    let Ok(containers) = docker.list_containers(Some(options)).await else {
-        return 0;
-    };
-    for container in containers {
+    for container in list(docker, LABEL_CONTAINER).await {
         let (Some(id), Some(build)) = (
             container.id,
             container
@@ -205,13 +202,15 @@ pub async fn reap(docker: &Docker) -> usize {
     removed
 }
 
-async fn list(docker: &Docker, label: &str) -> Vec<String> {
+/// Containers, running or not, with `label` (`KEY` or `KEY=VALUE`); none
+/// when the daemon cannot list them (logged).
+async fn list(docker: &Docker, label: &str) -> Vec<ContainerSummary> {
     let options = ListContainersOptionsBuilder::new()
         .all(true)
         .filters(&HashMap::from([("label", vec![label])]))
         .build();
     match docker.list_containers(Some(options)).await {
-        Ok(containers) => containers.into_iter().filter_map(|c| c.id).collect(),
+        Ok(containers) => containers,
         Err(e) => {
             tracing::warn!("listing sidecars ({label}): {e}");
             Vec::new()
