@@ -356,6 +356,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         api_url: args.common.api_url,
         artifacts_url: args.common.artifacts_url,
         target_url: args.common.target_url,
+        insecure_http: FactFlags::insecure_http_from_env(),
     };
     let build = event::resolve(flags.to_raw()?.or(from_event), &plan::new_build_id(), true)?;
     let wait = args.wait;

@@ -223,6 +223,7 @@ fn build_context(serve: &Serve, req: &BuildRequest) -> Result<BuildContext, Laun
         api_url: Some(opts.api_url.clone()),
         artifacts_url: opts.artifacts_url.clone(),
         target_url: opts.target_url.clone(),
+        insecure_http: FactFlags::insecure_http_from_env(),
         ..FactFlags::default()
     };
     let mut raw = flags.to_raw()?.or(req.raw.clone());
