@@ -342,6 +342,7 @@ async fn try_launch(
         start_timeout: opts.start_timeout,
         labels,
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
     let outcome = swarm::launch(&launch).await;
@@ -851,6 +852,7 @@ async fn resume(
         start_timeout: opts.start_timeout,
         labels: HashMap::new(),
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     match swarm::resume(&launch, &service_id, &name).await {
         Ok(Outcome::Started { running, .. }) => {

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{cluster, text, Project, Services, DAEMON_PORT};
+use super::{shared, text, Project, Services, DAEMON_PORT};
 
 /// Builds sleep long enough to overlap, so the swarm spreads them; pull
 /// requests 3 and 6 fail.
@@ -20,7 +20,7 @@ execute:
 
 #[test]
 fn six_builds_at_once_spread_over_the_nodes_each_started_through_its_nodes_daemon_over_mtls() {
-    let cluster = cluster();
+    let (cluster, _hold) = shared();
     let project = Project::new(cluster, &cluster.busybox, SPEC);
     let prs: Vec<u64> = (1..=6).collect();
     let launches: Vec<_> = prs

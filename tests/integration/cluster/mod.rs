@@ -28,6 +28,10 @@
 //! test of the module fails with the reason.
 
 mod builds;
+mod gc;
+mod node_address;
+mod placement;
+mod registry;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -50,6 +54,8 @@ pub const AUTH_REGISTRY_PORT: u16 = 5001;
 /// The auth registry's user and password.
 pub const REGISTRY_USER: &str = "forge-ci";
 pub const REGISTRY_PASSWORD: &str = "pull-secret-7c1f";
+/// The node label worker-1 carries (`--constraint node.labels.forge.pool==ci`).
+pub const POOL_LABEL: &str = "forge.pool=ci";
 /// The TLS port of every node's daemon.
 pub const DAEMON_PORT: u16 = 2376;
 
@@ -119,9 +125,35 @@ pub struct Cluster {
     pub timings: Timings,
 }
 
+/// Taken by every cluster test: shared by tests that leave the cluster
+/// as they found it, exclusive for one that changes it for a while (a node
+/// label, a node stopped).
+static USE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A test's hold on the cluster (see [`shared`] and [`exclusive`]).
+pub enum Hold {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+/// The cluster, for a test that leaves it as it is; other such tests run
+/// beside it.
+pub fn shared() -> (&'static Cluster, Hold) {
+    let hold = Hold::Shared(USE.read().unwrap_or_else(|p| p.into_inner()));
+    (cluster(), hold)
+}
+
+/// The cluster for a test alone: one that changes it (node labels, nodes)
+/// and puts it back before it lets go.
+pub fn exclusive() -> (&'static Cluster, Hold) {
+    let hold = Hold::Exclusive(USE.write().unwrap_or_else(|p| p.into_inner()));
+    (cluster(), hold)
+}
+
 /// The cluster, brought up on first use; panics (failing the test) with
-/// the reason when it cannot be.
-pub fn cluster() -> &'static Cluster {
+/// the reason when it cannot be. Tests take it through [`shared`] or
+/// [`exclusive`].
+fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
     let result = CLUSTER.get_or_init(|| {
         let started = Instant::now();
@@ -404,7 +436,9 @@ fn bring_up() -> Cluster {
             "cluster",
             &format!("{}-server", node.hostname),
             &format!(
-                "subjectAltName=IP:{},DNS:{}\nextendedKeyUsage=serverAuth\n",
+                // The gateway too: a test may reach a node through a
+                // forwarder on the host (a `forge.daemon` label).
+                "subjectAltName=IP:{},IP:{gateway},DNS:{}\nextendedKeyUsage=serverAuth\n",
                 node.ip, node.hostname
             ),
         );
@@ -482,6 +516,8 @@ fn bring_up() -> Cluster {
         || manager.docker(&["node", "ls"]),
     );
 
+    // The pool of the placement tests.
+    manager.docker(&["node", "update", "--label-add", POOL_LABEL, &nodes[1].id]);
     start_registries(&manager);
     let cluster = Cluster {
         gateway,
@@ -718,7 +754,8 @@ impl Project {
     }
 
     /// `forge-launch swarm` of pull request `pr` at `sha` on the cluster
-    /// (builds on each node's host network, where the forge is reachable).
+    /// (builds on each node's host network, where the forge is reachable;
+    /// `--start-timeout 120s` unless `extra` has one).
     pub fn swarm(&self, cluster: &Cluster, pr: u64, sha: &str, extra: &[&str]) -> Command {
         let mut cmd = cluster.launcher();
         cmd.args(["swarm", "--repo", &format!("acme/{}", self.repo)])
@@ -729,8 +766,11 @@ impl Project {
             .arg(&self.token_file)
             .arg("--forgexec")
             .arg(common::static_forgexec())
-            .args(["--network", "host", "--start-timeout", "120s"])
+            .args(["--network", "host"])
             .args(extra);
+        if !extra.contains(&"--start-timeout") {
+            cmd.args(["--start-timeout", "120s"]);
+        }
         cmd
     }
 
