@@ -179,7 +179,6 @@ impl Reporter<'_> {
 
 async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
-    let pr_number = build.pull_request.unwrap_or(0);
     // Refused before anything is created or removed.
     let limits = opts.resources.resolve(&spec.resources)?;
     let docker = node::connect_manager().await?;
@@ -224,7 +223,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     };
 
     // A newer push makes the running builds of this pull request stale.
-    let filter = plan::pull_request_filter(&build.owner, &build.repo, pr_number);
+    let filter = plan::lane_filter(build, &opts.labels);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
         service::remove(&docker, &stale.id).await?;
@@ -311,8 +310,7 @@ async fn run_service(
     };
     // Every launcher lists after creating its own service and keeps only the
     // newest; a later launch always sees ours, so exactly one survives.
-    let filter =
-        plan::pull_request_filter(&build.owner, &build.repo, build.pull_request.unwrap_or(0));
+    let filter = plan::lane_filter(build, &opts.labels);
     let mine = service::list(docker, filter).await?;
     let keys: Vec<(String, String)> = mine
         .iter()

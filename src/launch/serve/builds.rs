@@ -104,7 +104,7 @@ impl Lanes {
     /// The lane of a pull request's (or pushes') work.
     pub fn key(owner: &str, repo: &str, trigger: Option<&Trigger>) -> String {
         match trigger {
-            Some(Trigger::Push { .. }) => format!("{owner}/{repo} push"),
+            Some(Trigger::Push { branch }) => format!("{owner}/{repo} push {branch}"),
             Some(Trigger::PullRequest { number }) => format!("{owner}/{repo}#{number}"),
             None => format!("{owner}/{repo}"),
         }
@@ -328,6 +328,9 @@ async fn try_launch(
     }
     if let Some(id) = req.install_id {
         labels.insert(label::INSTALLATION.to_string(), id.to_string());
+    }
+    if let Trigger::Push { branch } = &req.trigger {
+        labels.insert(plan::label::BRANCH.to_string(), branch.clone());
     }
     let launch = SwarmOptions {
         build: build.clone(),
