@@ -300,6 +300,7 @@ async fn run_container(
         sidecars.build_name,
         id,
         sidecars.labels,
+        None,
     )
     .await
     {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -18,6 +19,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::error::is_not_found;
+use super::registry::RegistryAuth;
 use super::LaunchError;
 use crate::spec::{Run, Service, Spec};
 
@@ -92,10 +94,21 @@ pub async fn start(
     build_name: &str,
     build_container: &str,
     labels: &HashMap<String, String>,
+    registry_auth: Option<&RegistryAuth>,
 ) -> Result<Vec<String>, LaunchError> {
     let mut started = Vec::new();
     for service in &spec.services {
-        match start_one(docker, service, build_name, build_container, labels).await {
+        let credentials = registry_auth.and_then(|auth| auth.for_image(&service.image));
+        match start_one(
+            docker,
+            service,
+            build_name,
+            build_container,
+            labels,
+            credentials,
+        )
+        .await
+        {
             Ok(id) => started.push(id),
             Err(err) => {
                 remove(docker, build_name).await;
@@ -112,6 +125,7 @@ async fn start_one(
     build_name: &str,
     build_container: &str,
     labels: &HashMap<String, String>,
+    credentials: Option<DockerCredentials>,
 ) -> Result<String, LaunchError> {
     let name = format!("{build_name}-{}", service.name);
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -121,7 +135,7 @@ async fn start_one(
         .await
     {
         Err(e) if is_not_found(&e) => {
-            pull(docker, &service.image).await?;
+            pull(docker, &service.image, credentials).await?;
             docker.create_container(Some(options), body).await
         }
         other => other,
@@ -144,9 +158,13 @@ async fn start_one(
     Ok(created.id)
 }
 
-async fn pull(docker: &Docker, image: &str) -> Result<(), LaunchError> {
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), LaunchError> {
     let options = CreateImageOptionsBuilder::new().from_image(image).build();
-    let mut progress = docker.create_image(Some(options), None, None);
+    let mut progress = docker.create_image(Some(options), None, credentials);
     while let Some(step) = progress.next().await {
         step.map_err(|e| LaunchError::docker(format!("pulling {image}"), e))?;
     }

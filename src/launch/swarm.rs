@@ -16,6 +16,7 @@ use super::binary::{self, Binaries};
 use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
+use super::registry::RegistryAuth;
 use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
 use super::{archive, LaunchError};
@@ -54,6 +55,8 @@ pub struct SwarmOptions {
     /// Shared by concurrent launches: how many copy forgexec into their
     /// container at once (`None`: no bound, one launch per process).
     pub copy_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// `--registry-auth`: logins for pulling build and sidecar images.
+    pub registry_auth: Option<std::sync::Arc<RegistryAuth>>,
 }
 
 /// How a launch ended.
@@ -197,7 +200,12 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
     // Before anything changes: is there a node and a binary for this build?
     let image = spec.image.clone().unwrap_or_default();
-    let platforms = binary::swarm_placement(&docker, &opts.forgexec, &image).await?;
+    let credentials = opts
+        .registry_auth
+        .as_ref()
+        .and_then(|auth| auth.for_image(&image));
+    let platforms =
+        binary::swarm_placement(&docker, &opts.forgexec, &image, credentials.clone()).await?;
 
     let name = plan::build_name(build);
     let env = plan::environment(&spec.environment, build);
@@ -231,7 +239,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
         sidecar::remove(&docker, &stale.name).await;
     }
 
-    let id = service::create(&docker, service::service_spec(&request)).await?;
+    let id = service::create(&docker, service::service_spec(&request), credentials).await?;
     tracing::info!("created service {name} ({id})");
     after_create(opts, spec, &docker, &local_node, &id, &name).await
 }
@@ -364,7 +372,15 @@ async fn run_service(
     tracing::info!("started {name} on node {}", placed.node_id);
     // forgexec waits for their ports and reports one that never opens.
     let labels = plan::labels(build);
-    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
+    if let Err(err) = sidecar::start(
+        &node_docker,
+        spec,
+        name,
+        &placed.container_id,
+        &labels,
+        opts.registry_auth.as_deref(),
+    )
+    .await
     {
         tracing::error!("{err}");
     }
@@ -548,7 +564,9 @@ pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError
 
 /// `forge-launch gc`: removes forge build services (of one repository when
 /// `repo` is given) created more than `older_than` ago whose container is
-/// not running (finished, never started, or gone). Returns the names removed.
+/// not running (finished, never started, or gone), and on every node the
+/// sidecars whose build no longer runs. Returns the names of the services
+/// removed.
 pub async fn gc(
     older_than: Duration,
     repo: Option<(String, String)>,
@@ -566,10 +584,7 @@ pub async fn gc(
         Some((owner, name)) => plan::repo_filter(owner, name),
         None => plan::all_builds_filter(),
     };
-    let reaped = sidecar::reap(&docker).await;
-    if reaped > 0 {
-        tracing::info!("removed {reaped} sidecar container(s) of finished builds");
-    }
+    reap_sidecars(&docker, &local_node, access).await;
     for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())
@@ -585,6 +600,46 @@ pub async fn gc(
         }
     }
     Ok(removed)
+}
+
+/// Removes the sidecars of finished builds on every node that is up,
+/// through each node's own daemon (sidecars are plain containers beside
+/// their build, unknown to the swarm). A node that cannot be reached is
+/// logged and skipped: the next `gc` tries again.
+async fn reap_sidecars(docker: &Docker, local_node: &str, access: &NodeAccess) {
+    let nodes = match docker
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+    {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::warn!("listing the swarm's nodes for sidecars: {e}");
+            Vec::new()
+        }
+    };
+    let mut ids: Vec<String> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY)
+        })
+        .filter_map(|n| n.id)
+        .collect();
+    if !ids.iter().any(|id| id == local_node) {
+        ids.push(local_node.to_string());
+    }
+    for id in ids {
+        let node_docker = match node_daemon(docker, local_node, &id, access).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("sidecars on node {id} not reaped: {e}");
+                continue;
+            }
+        };
+        let reaped = sidecar::reap(&node_docker).await;
+        if reaped > 0 {
+            tracing::info!("removed {reaped} sidecar container(s) of finished builds on node {id}");
+        }
+    }
 }
 
 /// Whether the container of a build service is running (our start makes

@@ -224,6 +224,7 @@ fn build_context(serve: &Serve, req: &BuildRequest) -> Result<BuildContext, Laun
         api_url: Some(opts.api_url.clone()),
         artifacts_url: opts.artifacts_url.clone(),
         target_url: opts.target_url.clone(),
+        insecure_http: FactFlags::insecure_http_from_env(),
         ..FactFlags::default()
     };
     let mut raw = flags.to_raw()?.or(req.raw.clone());
@@ -345,6 +346,7 @@ async fn try_launch(
         start_timeout: opts.start_timeout,
         labels,
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
     let outcome = swarm::launch(&launch).await;
@@ -862,6 +864,7 @@ async fn resume(
         start_timeout: opts.start_timeout,
         labels: HashMap::new(),
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     match swarm::resume(&launch, &service_id, &name).await {
         Ok(Outcome::Started { running, .. }) => {

@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub constraints: Vec<String>,
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
+    /// `--registry-auth`: logins for pulling build and sidecar images.
+    pub registry_auth: Option<std::sync::Arc<super::registry::RegistryAuth>>,
     pub start_timeout: Duration,
     /// Finished build services older than this are removed.
     pub retention: Duration,
