@@ -182,7 +182,6 @@ impl Reporter<'_> {
 
 async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
-    let pr_number = build.pull_request.unwrap_or(0);
     // Refused before anything is created or removed.
     let limits = opts.resources.resolve(&spec.resources)?;
     let docker = node::connect_manager().await?;
@@ -232,7 +231,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     };
 
     // A newer push makes the running builds of this pull request stale.
-    let filter = plan::pull_request_filter(&build.owner, &build.repo, pr_number);
+    let filter = plan::lane_filter(build, &opts.labels);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
         service::remove(&docker, &stale.id).await?;
@@ -319,8 +318,7 @@ async fn run_service(
     };
     // Every launcher lists after creating its own service and keeps only the
     // newest; a later launch always sees ours, so exactly one survives.
-    let filter =
-        plan::pull_request_filter(&build.owner, &build.repo, build.pull_request.unwrap_or(0));
+    let filter = plan::lane_filter(build, &opts.labels);
     let mine = service::list(docker, filter).await?;
     let keys: Vec<(String, String)> = mine
         .iter()
@@ -646,7 +644,7 @@ async fn reap_sidecars(docker: &Docker, local_node: &str, access: &NodeAccess) {
 
 /// Whether the container of a build service is running (our start makes
 /// the swarm task "failed" while the build runs, so ask the node).
-async fn build_is_running(
+pub(crate) async fn build_is_running(
     docker: &Docker,
     local_node: &str,
     service_id: &str,

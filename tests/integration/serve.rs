@@ -1229,3 +1229,131 @@ fn healthz_is_503_while_the_swarm_manager_does_not_answer() {
     let back = serve.get("/healthz");
     assert_eq!(back.code, 200, "{back:?}\n{}", serve.log());
 }
+
+/// The App's installation token expires while the build runs (GitHub's
+/// last an hour; these 10 s): forgexec's own final status is refused and
+/// it exits 4, the forge still shows `pending`, and serve posts the final
+/// status with a fresh token.
+#[test]
+fn a_build_that_outlives_its_token_still_gets_its_final_status() {
+    let fx = Fixture::new("execute:\n  - sleep 15\n  - echo done\n");
+    let app = TestApp::new(&fx);
+    fx.forge.set_token_lifetime(Duration::from_secs(10));
+    let serve = Serve::start(&fx, &app, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("delivery"),
+        &pull_request(&fx, "opened", 51, &fx.sha),
+    );
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let statuses = wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(120), is_final);
+    let _guards = guard_all(&fx.services(51));
+    let (state, description) = last(&statuses);
+    assert_eq!(state, "success", "{statuses:?}\n{}", serve.log());
+    assert!(
+        description.contains("serve posted this"),
+        "{description}\n{}",
+        serve.log()
+    );
+    assert!(
+        serve.log().contains("posting success for exit code 4"),
+        "{}",
+        serve.log()
+    );
+    // forgexec did post pending updates while its token was good.
+    assert!(
+        statuses.iter().any(|s| s["state"] == "pending"),
+        "{statuses:?}"
+    );
+}
+
+/// A build that reported its own final status gets nothing more from
+/// serve (its check of the forge's statuses finds the final one).
+#[test]
+fn a_build_that_reported_gets_no_second_final_status() {
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("delivery"),
+        &pull_request(&fx, "opened", 52, &fx.sha),
+    );
+    assert_eq!(answer.code, 202, "{answer:?}");
+    wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(90), is_final);
+    let _guards = guard_all(&fx.services(52));
+    // serve reads the statuses once the container has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fx
+        .forge
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path().ends_with(&format!("/commits/{}/statuses", fx.sha)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "serve never read the statuses:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let finals: Vec<_> = fx
+        .forge
+        .statuses(&fx.sha)
+        .into_iter()
+        .filter(|s| s["state"] != "pending")
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}\n{}", serve.log());
+    assert!(
+        !finals[0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("serve posted this"),
+        "{finals:?}"
+    );
+}
+
+/// With several `--push-branches`, a push to one branch does not cancel
+/// the running build of another: each branch is its own line of builds.
+#[test]
+fn pushes_to_two_branches_build_side_by_side() {
+    let fx = Fixture::new(SLOW);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &["--push-branches", "master,release"]);
+    let first = fx.sha.clone();
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "master", &first));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let services = wait_services(&fx, 0, 1, Duration::from_secs(30));
+    let _g1 = guard_all(&services);
+    running_container(&services[0], Duration::from_secs(60));
+
+    let second = fx.push(SLOW);
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "release", &second));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let both = wait_services(&fx, 0, 2, Duration::from_secs(30));
+    let _g2 = guard_all(&both);
+    assert_eq!(both.len(), 2, "{both:?}\n{}", serve.log());
+    for service in &both {
+        running_container(service, Duration::from_secs(60));
+    }
+    assert!(
+        !is_final(&fx.forge.statuses(&first)),
+        "the master build was cancelled: {:?}",
+        fx.forge.statuses(&first)
+    );
+
+    // A newer push to master does supersede the master build.
+    let third = fx.push(SLOW);
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "master", &third));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let old = wait_statuses(&fx, &serve, &first, Duration::from_secs(90), is_final);
+    assert_eq!(last(&old).0, "error", "{old:?}");
+    assert!(last(&old).1.contains("cancelled"), "{old:?}");
+    let now = wait_services(&fx, 0, 2, Duration::from_secs(30));
+    let _g3 = guard_all(&now);
+    assert!(
+        !is_final(&fx.forge.statuses(&second)),
+        "the release build still runs"
+    );
+}
