@@ -105,6 +105,10 @@ struct PlacementArgs {
     /// Swarm placement constraint for every build (repeatable), e.g. node.labels.forge.pool==ci.
     #[arg(long = "constraint", value_name = "EXPR")]
     constraints: Vec<String>,
+    /// How many times a build whose node went down is launched again, on another node
+    /// (swarm: with --wait).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    retry_lost: u32,
 }
 
 #[derive(Args, Debug)]
@@ -372,6 +376,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
         wait: args.wait,
+        retry_lost: args.placement.retry_lost,
         start_timeout: args.placement.start_timeout,
         labels: Default::default(),
         copy_slots: None,
@@ -445,6 +450,7 @@ async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchE
         resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
         start_timeout: args.placement.start_timeout,
+        retry_lost: args.placement.retry_lost,
         retention: args.retention,
         gc_interval: Duration::from_secs(60),
         shutdown_timeout: args.shutdown_timeout,

@@ -14,6 +14,8 @@ pub mod label {
     pub const SHA: &str = "forge.sha";
     pub const ACTION: &str = "forge.action";
     pub const BUILD_ID: &str = "forge.build_id";
+    /// On a build launched again after its node went down: which retry.
+    pub const RETRY: &str = "forge.retry";
 }
 
 /// Docker's limit for service names (they must be valid DNS labels).

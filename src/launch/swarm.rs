@@ -18,6 +18,7 @@ use super::node::{self, NodeAccess};
 use super::plan;
 use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
+use super::watch::{self, Ending};
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
 use crate::fsread::{self, Links};
@@ -47,6 +48,9 @@ pub struct SwarmOptions {
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
     pub wait: bool,
+    /// `--retry-lost`: how many times a build lost with its node is
+    /// launched again (with `--wait`; serve follows its own builds).
+    pub retry_lost: u32,
     pub start_timeout: Duration,
     /// Labels put on the service besides the build's own (serve records
     /// the delivery that asked for it).
@@ -112,11 +116,40 @@ pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
             return Err(err);
         }
     };
-    let result = launch_with_spec(opts, &spec).await;
-    if let Err(err) = &result {
-        reporter.error(err).await;
+    let mut attempt = opts.clone();
+    let mut retries = 0;
+    loop {
+        match launch_with_spec(&attempt, &spec).await {
+            // The lost attempt's service is gone; its final word is the
+            // retry's (only the last attempt's loss is final).
+            Err(LaunchError::NodeLost { node, node_id }) if retries < opts.retry_lost => {
+                retries += 1;
+                let text = watch::retry_text(retries, opts.retry_lost, &node);
+                tracing::warn!("{}: {text}", plan::build_name(&attempt.build));
+                reporter.pending(&text).await;
+                attempt = retry_options(&attempt, &node_id, retries);
+            }
+            Err(err) => {
+                reporter.error(&err).await;
+                return Err(err);
+            }
+            done => return done,
+        }
     }
-    result
+}
+
+/// The next attempt of a build lost with node `lost_node`: a new build id
+/// (so a new service), kept off that node, labelled with its number.
+pub fn retry_options(opts: &SwarmOptions, lost_node: &str, retry: u32) -> SwarmOptions {
+    let mut next = opts.clone();
+    next.build.build_id = plan::new_build_id();
+    let avoid = watch::avoid_constraint(lost_node);
+    if !next.constraints.contains(&avoid) {
+        next.constraints.push(avoid);
+    }
+    next.labels
+        .insert(plan::label::RETRY.to_string(), retry.to_string());
+    next
 }
 
 async fn load_spec(opts: &SwarmOptions, forge: &Forge) -> Result<Spec, LaunchError> {
@@ -147,6 +180,30 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
+    /// A `pending` status (a retry's), best effort.
+    async fn pending(&self, text: &str) {
+        let build = &self.opts.build;
+        let Some(url) = &build.status_url else {
+            return;
+        };
+        let renderer = crate::render::Renderer::new(self.forge.masker().clone());
+        let status = CommitStatus::new(
+            StatusState::Pending,
+            build.status_context.clone(),
+            renderer.text(text),
+            build.target_url.clone(),
+        );
+        if let Err(post) = self.forge.post_status(url, &status).await {
+            tracing::warn!(
+                "{}",
+                renderer.text(&format!(
+                    "could not post the pending status: {}",
+                    renderer.error(&post)
+                ))
+            );
+        }
+    }
+
     async fn error(&self, err: &LaunchError) {
         let build = &self.opts.build;
         let Some(url) = &build.status_url else {
@@ -268,6 +325,9 @@ pub async fn resume(
     result
 }
 
+/// How long removing a finished build's sidecars may take.
+const SIDECAR_REMOVAL: Duration = Duration::from_secs(60);
+
 /// Runs the created service; every failure removes it again.
 async fn after_create(
     opts: &SwarmOptions,
@@ -364,18 +424,19 @@ async fn run_service(
         tracing::error!("{err}");
     }
 
+    let running = Running {
+        service_id: id.to_string(),
+        node_id: placed.node_id,
+        container_id: placed.container_id,
+    };
     if !opts.wait {
         return Ok(Outcome::Started {
             service: name.to_string(),
-            running: Running {
-                service_id: id.to_string(),
-                node_id: placed.node_id,
-                container_id: placed.container_id,
-            },
+            running,
         });
     }
-    let code = tokio::select! {
-        code = follow(&node_docker, &placed.container_id) => code,
+    let ending = tokio::select! {
+        ending = watch::to_end(docker, local_node, &running, &opts.node_access, true) => ending,
         _ = tokio::signal::ctrl_c() => {
             return Err(LaunchError::Docker {
                 action: "waiting for the build".into(),
@@ -383,19 +444,27 @@ async fn run_service(
             });
         }
     };
-    sidecar::remove(&node_docker, name).await;
-    let code = match code {
-        Ok(code) => code,
-        Err(err) => {
-            if !service::exists(docker, id).await? {
-                return Ok(superseded());
-            }
-            return Err(err);
-        }
-    };
+    // Sidecars run beside the build: gone with a lost node, removed
+    // (within a bound: the node may be failing) otherwise.
+    if !matches!(ending, Ok(Ending::NodeLost { .. })) {
+        let _ = tokio::time::timeout(SIDECAR_REMOVAL, sidecar::remove(&node_docker, name)).await;
+    }
+    // A newer launch removed the service: whatever the ending, it is the
+    // newer build's turn.
     if !service::exists(docker, id).await? {
         return Ok(superseded());
     }
+    let code = match ending? {
+        Ending::Exited { code, .. } => code,
+        // The caller removes the service.
+        Ending::NodeLost { node, node_id } => return Err(LaunchError::NodeLost { node, node_id }),
+        Ending::Removed => {
+            return Err(LaunchError::Docker {
+                action: format!("waiting for container {}", running.container_id),
+                message: "the container was removed before it ended".into(),
+            })
+        }
+    };
     service::remove(docker, id).await?;
     Ok(Outcome::Finished {
         service: name.to_string(),
@@ -501,28 +570,9 @@ pub async fn upload(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<()
 
 /// Streams the container's output to stdout and returns its exit code.
 pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError> {
-    use std::io::Write;
     // Builds outlive the per-request timeout.
     let streaming = docker.clone().with_timeout(Duration::from_secs(7 * 86_400));
-    let options = bollard::query_parameters::LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut logs = streaming.logs(container, Some(options));
-    while let Some(chunk) = logs.next().await {
-        match chunk {
-            Ok(out) => {
-                let mut stdout = std::io::stdout().lock();
-                let _ = stdout.write_all(&out.into_bytes());
-                let _ = stdout.flush();
-            }
-            Err(e) => {
-                tracing::warn!("log stream of {container} ended: {e}");
-                break;
-            }
-        }
-    }
+    stream_logs(&streaming, container).await;
     let mut wait = streaming.wait_container(
         container,
         None::<bollard::query_parameters::WaitContainerOptions>,
@@ -538,6 +588,30 @@ pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError
             action: format!("waiting for container {container}"),
             message: "the daemon closed the wait without an exit code".into(),
         }),
+    }
+}
+
+/// Copies the container's output to stdout until the stream ends.
+pub async fn stream_logs(docker: &Docker, container: &str) {
+    use std::io::Write;
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(container, Some(options));
+    while let Some(chunk) = logs.next().await {
+        match chunk {
+            Ok(out) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out.into_bytes());
+                let _ = stdout.flush();
+            }
+            Err(e) => {
+                tracing::warn!("log stream of {container} ended: {e}");
+                break;
+            }
+        }
     }
 }
 
@@ -619,4 +693,68 @@ async fn build_is_running(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::RawFacts;
+
+    fn options() -> SwarmOptions {
+        let build = crate::facts::validate(
+            &RawFacts::from_vars([
+                ("FORGE_OWNER", "octo"),
+                ("FORGE_REPO", "widget"),
+                ("FORGE_PULL_REQUEST", "42"),
+                ("FORGE_SHA", "0123456789abcdef0123456789abcdef01234567"),
+                ("FORGE_BUILD_ID", "B1"),
+            ]),
+            crate::facts::Mode::Container,
+            |_| false,
+        )
+        .unwrap();
+        let exe = std::env::current_exe().unwrap();
+        SwarmOptions {
+            build,
+            spec: SpecSource::Api,
+            token: None,
+            forgexec: Binaries::from_path(&exe).unwrap(),
+            networks: Vec::new(),
+            constraints: vec!["node.labels.forge.pool==ci".into()],
+            resources: ResourcePolicy::default(),
+            node_access: NodeAccess::default(),
+            wait: true,
+            retry_lost: 2,
+            start_timeout: Duration::from_secs(1),
+            labels: HashMap::new(),
+            copy_slots: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_is_a_new_service_kept_off_the_lost_nodes() {
+        let opts = options();
+        let first = retry_options(&opts, "n1", 1);
+        assert_ne!(first.build.build_id, opts.build.build_id);
+        assert_ne!(
+            plan::build_name(&first.build),
+            plan::build_name(&opts.build)
+        );
+        assert_eq!(first.build.sha, opts.build.sha);
+        assert_eq!(first.build.pull_request, Some(42));
+        assert_eq!(
+            first.constraints,
+            ["node.labels.forge.pool==ci", "node.id!=n1"]
+        );
+        assert_eq!(first.labels[plan::label::RETRY], "1");
+        let second = retry_options(&first, "n2", 2);
+        assert_eq!(
+            second.constraints,
+            ["node.labels.forge.pool==ci", "node.id!=n1", "node.id!=n2"]
+        );
+        assert_eq!(second.labels[plan::label::RETRY], "2");
+        // the same node lost again is not excluded twice
+        let again = retry_options(&first, "n1", 2);
+        assert_eq!(again.constraints.len(), 2);
+    }
 }

@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
     pub start_timeout: Duration,
+    /// How many times a build whose node went down is launched again.
+    pub retry_lost: u32,
     /// Finished build services older than this are removed.
     pub retention: Duration,
     /// How often finished services are looked for.
