@@ -16,7 +16,7 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
 
 use super::error::{docker_message, is_not_found};
-use super::LaunchError;
+use super::{watch, LaunchError};
 use crate::spec::{PortMapping, Resources};
 
 /// Time a removed or stopped build gets between SIGTERM and SIGKILL: room
@@ -437,7 +437,21 @@ pub async fn wait_for_container(
         if let Some(task) = newest {
             match classify(task) {
                 TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
-                TaskProgress::Gone => return Ok(Wait::Gone),
+                TaskProgress::Gone => {
+                    // The swarm shuts down the tasks of a node that went
+                    // down: that is a lost build, not a replaced one.
+                    if let Some(node_id) = task.node_id.as_deref().filter(|n| !n.is_empty()) {
+                        if let Ok(node) = docker.inspect_node(node_id).await {
+                            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                                return Err(LaunchError::NodeLost {
+                                    node: watch::node_name(&node, node_id),
+                                    node_id: node_id.to_string(),
+                                });
+                            }
+                        }
+                    }
+                    return Ok(Wait::Gone);
+                }
                 TaskProgress::Failed(err) => {
                     let node_id = task.node_id.clone().unwrap_or_default();
                     let node = match docker.inspect_node(&node_id).await {

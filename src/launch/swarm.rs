@@ -104,51 +104,78 @@ pub fn parse_spec(label: &str, bytes: &[u8], action: &str) -> Result<Spec, Launc
 
 /// Runs `forge-launch swarm`.
 pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
-    let forge = Forge::new(opts.token.clone())?;
-    let reporter = Reporter {
-        forge: &forge,
-        opts,
+    launch_attempts(opts.clone()).await.1
+}
+
+/// [`launch`], also returning the options of the last attempt: a retry
+/// after a lost node has its own build id, constraints and retry label.
+pub async fn launch_attempts(opts: SwarmOptions) -> (SwarmOptions, Result<Outcome, LaunchError>) {
+    let forge = match Forge::new(opts.token.clone()) {
+        Ok(forge) => forge,
+        Err(err) => return (opts, Err(err.into())),
     };
-    let spec = match load_spec(opts, &forge).await {
+    let spec = match load_spec(&opts, &forge).await {
         Ok(spec) => spec,
         Err(err) => {
-            reporter.error(&err).await;
-            return Err(err);
+            Reporter {
+                forge: &forge,
+                opts: &opts,
+            }
+            .error(&err)
+            .await;
+            return (opts, Err(err));
         }
     };
-    let mut attempt = opts.clone();
-    let mut retries = 0;
+    let mut attempt = opts;
     loop {
-        match launch_with_spec(&attempt, &spec).await {
+        let result = launch_with_spec(&attempt, &spec).await;
+        let reporter = Reporter {
+            forge: &forge,
+            opts: &attempt,
+        };
+        match result {
             // The lost attempt's service is gone; its final word is the
             // retry's (only the last attempt's loss is final).
-            Err(LaunchError::NodeLost { node, node_id }) if retries < opts.retry_lost => {
-                retries += 1;
-                let text = watch::retry_text(retries, opts.retry_lost, &node);
+            Err(LaunchError::NodeLost { node, node_id })
+                if retries_of(&attempt) < attempt.retry_lost =>
+            {
+                let next = retry_options(&attempt, &node_id);
+                let text = watch::retry_text(retries_of(&next), attempt.retry_lost, &node);
                 tracing::warn!("{}: {text}", plan::build_name(&attempt.build));
                 reporter.pending(&text).await;
-                attempt = retry_options(&attempt, &node_id, retries);
+                attempt = next;
             }
             Err(err) => {
                 reporter.error(&err).await;
-                return Err(err);
+                return (attempt, Err(err));
             }
-            done => return done,
+            done => return (attempt, done),
         }
     }
 }
 
+/// Which retry an attempt is (its [`plan::label::RETRY`] label; 0 for the
+/// first launch).
+pub fn retries_of(opts: &SwarmOptions) -> u32 {
+    opts.labels
+        .get(plan::label::RETRY)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The next attempt of a build lost with node `lost_node`: a new build id
 /// (so a new service), kept off that node, labelled with its number.
-pub fn retry_options(opts: &SwarmOptions, lost_node: &str, retry: u32) -> SwarmOptions {
+pub fn retry_options(opts: &SwarmOptions, lost_node: &str) -> SwarmOptions {
     let mut next = opts.clone();
     next.build.build_id = plan::new_build_id();
     let avoid = watch::avoid_constraint(lost_node);
     if !next.constraints.contains(&avoid) {
         next.constraints.push(avoid);
     }
-    next.labels
-        .insert(plan::label::RETRY.to_string(), retry.to_string());
+    next.labels.insert(
+        plan::label::RETRY.to_string(),
+        (retries_of(opts) + 1).to_string(),
+    );
     next
 }
 
@@ -396,34 +423,16 @@ async fn run_service(
         Wait::Ready(placed) => placed,
         Wait::Gone => return Ok(superseded()),
     };
-    let node_docker = node_daemon(docker, local_node, &placed.node_id, &opts.node_access).await?;
-    // The binary and its archive are megabytes each: a service launching
-    // many builds at once copies a few at a time.
-    let _slot = match &opts.copy_slots {
-        Some(slots) => slots.acquire().await.ok(),
-        None => None,
+    // A node that goes down now never answers: the launch on it ends when
+    // the manager sees it down.
+    let node_id = placed.node_id.clone();
+    let node_docker = tokio::select! {
+        biased;
+        started = start_on_node(opts, spec, docker, local_node, name, &placed) => started?,
+        node = watch::node_lost(docker, &node_id) => {
+            return Err(LaunchError::NodeLost { node, node_id });
+        }
     };
-    let forgexec = binary::for_task(
-        docker,
-        &node_docker,
-        &placed.node_id,
-        &placed.container_id,
-        &opts.forgexec,
-    )
-    .await?;
-    let owner = container_owner(&node_docker, &placed.container_id).await?;
-    let tar = archive::executor_archive(&forgexec, opts.token.as_ref(), owner)
-        .map_err(|e| LaunchError::io("building the executor archive", e))?;
-    inject_and_start(&node_docker, &placed.container_id, tar).await?;
-    drop(_slot);
-    tracing::info!("started {name} on node {}", placed.node_id);
-    // forgexec waits for their ports and reports one that never opens.
-    let labels = plan::labels(build);
-    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
-    {
-        tracing::error!("{err}");
-    }
-
     let running = Running {
         service_id: id.to_string(),
         node_id: placed.node_id,
@@ -470,6 +479,48 @@ async fn run_service(
         service: name.to_string(),
         exit_code: code,
     })
+}
+
+/// On the task's node: copies forgexec and the token in, starts the
+/// container and its sidecars; returns the node's daemon.
+async fn start_on_node(
+    opts: &SwarmOptions,
+    spec: &Spec,
+    docker: &Docker,
+    local_node: &str,
+    name: &str,
+    placed: &service::Placed,
+) -> Result<Docker, LaunchError> {
+    let build = &opts.build;
+    let node_docker = node_daemon(docker, local_node, &placed.node_id, &opts.node_access).await?;
+    // The binary and its archive are megabytes each: a service launching
+    // many builds at once copies a few at a time.
+    let _slot = match &opts.copy_slots {
+        Some(slots) => slots.acquire().await.ok(),
+        None => None,
+    };
+    let forgexec = binary::for_task(
+        docker,
+        &node_docker,
+        &placed.node_id,
+        &placed.container_id,
+        &opts.forgexec,
+    )
+    .await?;
+    let owner = container_owner(&node_docker, &placed.container_id).await?;
+    let tar = archive::executor_archive(&forgexec, opts.token.as_ref(), owner)
+        .map_err(|e| LaunchError::io("building the executor archive", e))?;
+    inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    drop(_slot);
+    tracing::info!("started {name} on node {}", placed.node_id);
+    // forgexec waits for their ports and reports one that never opens.
+    let labels = plan::labels(build);
+    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
+    {
+        tracing::error!("{err}");
+    }
+
+    Ok(node_docker)
 }
 
 /// The daemon of node `node_id`: the manager's own connection when the
@@ -734,7 +785,8 @@ mod tests {
     #[test]
     fn a_retry_is_a_new_service_kept_off_the_lost_nodes() {
         let opts = options();
-        let first = retry_options(&opts, "n1", 1);
+        assert_eq!(retries_of(&opts), 0);
+        let first = retry_options(&opts, "n1");
         assert_ne!(first.build.build_id, opts.build.build_id);
         assert_ne!(
             plan::build_name(&first.build),
@@ -747,14 +799,15 @@ mod tests {
             ["node.labels.forge.pool==ci", "node.id!=n1"]
         );
         assert_eq!(first.labels[plan::label::RETRY], "1");
-        let second = retry_options(&first, "n2", 2);
+        assert_eq!(retries_of(&first), 1);
+        let second = retry_options(&first, "n2");
         assert_eq!(
             second.constraints,
             ["node.labels.forge.pool==ci", "node.id!=n1", "node.id!=n2"]
         );
         assert_eq!(second.labels[plan::label::RETRY], "2");
         // the same node lost again is not excluded twice
-        let again = retry_options(&first, "n1", 2);
+        let again = retry_options(&first, "n1");
         assert_eq!(again.constraints.len(), 2);
     }
 }

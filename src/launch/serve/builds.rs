@@ -404,14 +404,22 @@ async fn start(
         resources: opts.resources,
         node_access: opts.node_access.clone(),
         wait: false,
-        retry_lost: 0,
+        // A node lost while the launch waits for it: launched again at
+        // once (a loss mid-build is the watch's).
+        retry_lost: opts.retry_lost,
         start_timeout: opts.start_timeout,
         labels,
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
     };
     let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
-    let outcome = swarm::launch(&launch).await;
+    let (last, outcome) = swarm::launch_attempts(launch).await;
     queued.abort();
+    let attempt = Attempt {
+        build: last.build.clone(),
+        retry: swarm::retries_of(&last),
+        constraints: last.constraints,
+        ..attempt
+    };
     match outcome {
         Ok(Outcome::Started { service, running }) => {
             serve.metrics.builds_launched.inc();
@@ -419,7 +427,7 @@ async fn start(
                 .metrics
                 .launch_seconds
                 .observe(accepted.elapsed().as_secs_f64());
-            tracing::info!("{service}: started for {}", build.sha);
+            tracing::info!("{service}: started for {}", attempt.build.sha);
             let watched = Watched { attempt, running };
             tokio::spawn(watch(Arc::clone(serve), docker, watched));
             Ok(())
