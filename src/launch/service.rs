@@ -490,6 +490,26 @@ pub async fn wait_for_container(
     }
 }
 
+/// The nodes a service's tasks were placed on (none when it cannot be
+/// listed).
+pub async fn task_nodes(docker: &Docker, service_id: &str) -> Vec<String> {
+    let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .unwrap_or_default();
+    let mut nodes: Vec<String> = tasks
+        .into_iter()
+        .filter_map(|t| t.node_id)
+        .filter(|n| !n.is_empty())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
 /// Whether a service still exists.
 pub async fn exists(docker: &Docker, id: &str) -> Result<bool, LaunchError> {
     match docker.inspect_service(id, None).await {

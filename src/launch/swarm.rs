@@ -311,9 +311,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     let filter = plan::pull_request_filter(&build.owner, &build.repo, pr_number);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
-        service::remove(&docker, &stale.id).await?;
-        // Its sidecars, where this daemon runs them (elsewhere: gc).
-        sidecar::remove(&docker, &stale.name).await;
+        remove_replaced(&docker, &local_node, &stale, &opts.node_access).await?;
     }
 
     let id = service::create(&docker, service::service_spec(&request)).await?;
@@ -351,6 +349,58 @@ pub async fn resume(
     }
     result
 }
+
+/// Removes a build service a newer launch replaces (the node's agent stops
+/// its container with SIGTERM and the grace period: forgexec reports the
+/// build cancelled), then its sidecars, on whichever node runs them. A node
+/// that does not answer keeps them until `gc`.
+async fn remove_replaced(
+    docker: &Docker,
+    local_node: &str,
+    replaced: &service::Listed,
+    access: &NodeAccess,
+) -> Result<(), LaunchError> {
+    let nodes = service::task_nodes(docker, &replaced.id).await;
+    service::remove(docker, &replaced.id).await?;
+    for node_id in nodes {
+        // A node that went down took them with it.
+        if let Ok(node) = docker.inspect_node(&node_id).await {
+            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                continue;
+            }
+        }
+        let reached = tokio::time::timeout(
+            NODE_CONNECT,
+            node_daemon(docker, local_node, &node_id, access),
+        )
+        .await;
+        match reached {
+            Ok(Ok(node_docker)) => {
+                let removal = sidecar::remove(&node_docker, &replaced.name);
+                if tokio::time::timeout(SIDECAR_REMOVAL, removal)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "sidecars of {} on node {node_id}: no answer; `forge-launch gc` removes them",
+                        replaced.name
+                    );
+                }
+            }
+            Ok(Err(err)) => tracing::warn!("sidecars of {}: {err}", replaced.name),
+            Err(_) => tracing::warn!(
+                "sidecars of {}: node {node_id} did not answer within {}s",
+                replaced.name,
+                NODE_CONNECT.as_secs()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// How long reaching a node's daemon may take when it is not the build's
+/// own (a replaced build's node).
+const NODE_CONNECT: Duration = Duration::from_secs(10);
 
 /// How long removing a finished build's sidecars may take.
 const SIDECAR_REMOVAL: Duration = Duration::from_secs(60);
@@ -409,8 +459,7 @@ async fn run_service(
         Some((_, winner)) if winner == id => {
             for other in mine.iter().filter(|s| s.id != id) {
                 tracing::info!("removing older racing build {}", other.name);
-                service::remove(docker, &other.id).await?;
-                sidecar::remove(docker, &other.name).await;
+                remove_replaced(docker, local_node, other, &opts.node_access).await?;
             }
         }
         _ => {
@@ -739,6 +788,13 @@ async fn build_is_running(
             continue;
         };
         let node_id = task.node_id.unwrap_or_default();
+        // Nothing runs on a node that went down (and its daemon would not
+        // answer).
+        if let Ok(node) = docker.inspect_node(&node_id).await {
+            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                continue;
+            }
+        }
         let node_docker = node_daemon(docker, local_node, &node_id, access).await?;
         match node_docker.inspect_container(&container, None).await {
             Ok(c) => {

@@ -612,7 +612,9 @@ async fn lost(serve: &Arc<Serve>, manager: &Docker, watched: Watched, node: &str
     if attempt.retry < serve.opts.retry_lost {
         // A delivery of the same pull request waiting for its launch is
         // newer than this build and replaces it; else the retry takes the
-        // lane, so a delivery that comes now waits for it.
+        // lane, so a delivery that comes now waits for it. The retry's
+        // launch removes the lost service (as any newer launch does), so a
+        // serve restarted meanwhile still finds the build.
         match Lanes::enter_if_idle(serve, Lanes::key_of(&attempt.build)) {
             Some(ticket) => {
                 retry(serve, ticket, attempt, node, node_id).await;
