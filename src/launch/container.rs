@@ -294,15 +294,13 @@ async fn run_container(
         .await
         .map_err(|e| LaunchError::docker(format!("starting container {id}"), e))?;
     // forgexec waits for their ports and reports one that never opens.
-    if let Err(err) = sidecar::start(
-        docker,
-        sidecars.spec,
-        sidecars.build_name,
-        id,
-        sidecars.labels,
-    )
-    .await
-    {
+    let beside = sidecar::Beside {
+        build_name: sidecars.build_name,
+        build_id: build.build_id.as_str(),
+        container: id,
+        labels: sidecars.labels,
+    };
+    if let Err(err) = sidecar::start(docker, sidecars.spec, &beside, forgexec).await {
         tracing::error!("{err}");
     }
     let exit_code = tokio::select! {

@@ -359,8 +359,13 @@ async fn run_service(
     tracing::info!("started {name} on node {}", placed.node_id);
     // forgexec waits for their ports and reports one that never opens.
     let labels = plan::labels(build);
-    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
-    {
+    let beside = sidecar::Beside {
+        build_name: name,
+        build_id: build.build_id.as_str(),
+        container: &placed.container_id,
+        labels: &labels,
+    };
+    if let Err(err) = sidecar::start(&node_docker, spec, &beside, &forgexec).await {
         tracing::error!("{err}");
     }
 
