@@ -555,7 +555,18 @@ pub async fn for_task(
         image_arch.as_deref(),
     )?;
     tracing::info!("node {name}: forgexec for {arch}");
-    Ok(binaries.read(arch)?)
+    read_off_runtime(binaries, arch).await
+}
+
+/// [`Binaries::read`] on the blocking pool: reading and checking megabytes
+/// on an async worker would stall everything else a busy `serve` does,
+/// its webhook acknowledgements first.
+async fn read_off_runtime(binaries: &Binaries, arch: Arch) -> Result<Vec<u8>, LaunchError> {
+    let binaries = binaries.clone();
+    tokio::task::spawn_blocking(move || binaries.read(arch))
+        .await
+        .map_err(|e| LaunchError::io("reading forgexec", std::io::Error::other(e)))?
+        .map_err(LaunchError::from)
 }
 
 #[cfg(test)]

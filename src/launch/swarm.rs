@@ -352,8 +352,15 @@ async fn run_service(
     )
     .await?;
     let owner = container_owner(&node_docker, &placed.container_id).await?;
-    let tar = archive::executor_archive(&forgexec, opts.token.as_ref(), owner)
-        .map_err(|e| LaunchError::io("building the executor archive", e))?;
+    // Megabytes copied: off the async workers, like reading the binary.
+    let token = opts.token.clone();
+    let tar = tokio::task::spawn_blocking(move || {
+        archive::executor_archive(&forgexec, token.as_ref(), owner)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|built| built)
+    .map_err(|e| LaunchError::io("building the executor archive", e))?;
     inject_and_start(&node_docker, &placed.container_id, tar).await?;
     drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);

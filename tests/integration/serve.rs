@@ -134,6 +134,12 @@ impl Serve {
     /// serve with the fixture's forge as API, the GitHub App, host
     /// networking and `extra` flags.
     fn start(fx: &Fixture, app: &TestApp, extra: &[&str]) -> Serve {
+        let (cmd, dir) = Serve::command(fx, app, extra);
+        Serve::spawn(cmd, dir)
+    }
+
+    /// The command [`Serve::start`] runs, and the directory of its files.
+    fn command(fx: &Fixture, app: &TestApp, extra: &[&str]) -> (Command, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("webhook-secret");
         std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
@@ -153,7 +159,7 @@ impl Serve {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        Serve::spawn(cmd, dir)
+        (cmd, dir)
     }
 
     fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Serve {
@@ -1055,4 +1061,171 @@ fn a_jwt_signed_with_another_key_gets_no_token_and_builds_nothing() {
     let log = serve.log();
     assert!(log.contains("access_tokens"), "{log}");
     assert!(log.contains("401"), "{log}");
+}
+
+/// A build whose first command prints the kernel's uptime clock, which
+/// containers share with the test.
+const UPTIME_FIRST: &str = "\
+execute:
+  - echo UPTIME=$(cat /proc/uptime)
+";
+
+fn uptime() -> f64 {
+    let text = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
+    text.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("/proc/uptime starts with seconds")
+}
+
+/// The uptime the build's first command printed, if it did.
+fn first_command_uptime(output: &str) -> Option<f64> {
+    // The command line itself is echoed too (`UPTIME=$(cat ...`).
+    output
+        .split("UPTIME=")
+        .skip(1)
+        .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+fn median_ms(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2] * 1000.0
+}
+
+/// Webhook POST to the build's first command through serve, beside
+/// `forge-launch swarm --wait` invoked for the same build, interleaved
+/// (FORGE_SERVE_LATENCY_RUNS of each, default 2): both paths reach the
+/// command. `benches/serve_latency.sh` runs it in a release build with more
+/// runs and reports the medians (issue 12's figure).
+#[test]
+fn a_delivery_reaches_the_first_command_beside_forge_launch_swarm() {
+    let runs = env_count("FORGE_SERVE_LATENCY_RUNS", 2).max(1);
+    let fx = Fixture::new(UPTIME_FIRST);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &[]);
+    let (mut by_swarm, mut by_serve) = (Vec::new(), Vec::new());
+    for run in 0..runs as u64 {
+        let pr = 400 + 2 * run;
+        let start = uptime();
+        let out = fx
+            .swarm_at(&fx.sha, pr, &["--wait"])
+            .output()
+            .expect("run forge-launch swarm");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "forge-launch swarm failed:\n{text}");
+        let first = first_command_uptime(&text)
+            .unwrap_or_else(|| panic!("no UPTIME line from forge-launch swarm:\n{text}"));
+        by_swarm.push(first - start);
+
+        let pr = pr + 1;
+        let start = uptime();
+        let answer = serve.deliver(
+            "pull_request",
+            &unique_name("latency"),
+            &pull_request(&fx, "opened", pr, &fx.sha),
+        );
+        assert_eq!(answer.code, 202, "{answer:?}");
+        let service = wait_services(&fx, pr, 1, Duration::from_secs(60))
+            .pop()
+            .unwrap_or_else(|| panic!("no service for pull request {pr}:\n{}", serve.log()));
+        let _guard = crate::common::Service::guard(service.clone());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let first = loop {
+            let logs = Command::new("docker")
+                .args(["service", "logs", "--raw", &service])
+                .output()
+                .expect("docker service logs");
+            if let Some(t) = first_command_uptime(&String::from_utf8_lossy(&logs.stdout)) {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no UPTIME line from {service} within 90 s:\n{}",
+                serve.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        by_serve.push(first - start);
+    }
+    let swarm = median_ms(&mut by_swarm);
+    let serve_ms = median_ms(&mut by_serve);
+    eprintln!(
+        "serve latency: {runs} runs each, invocation to first command, median \
+         forge-launch swarm {swarm:.0} ms, serve {serve_ms:.0} ms, difference {:.0} ms",
+        serve_ms - swarm
+    );
+    for t in by_swarm.iter().chain(&by_serve) {
+        assert!(*t > 0.0, "a first command ran before its invocation: {t}");
+    }
+}
+
+/// A unix socket forwarding to the real daemon's, which a test can cut.
+struct DaemonProxy {
+    socat: Child,
+    socket: PathBuf,
+}
+
+impl DaemonProxy {
+    fn start(socket: PathBuf) -> DaemonProxy {
+        crate::common::require_program("socat", "apt-get install socat");
+        let _ = std::fs::remove_file(&socket);
+        let socat = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", socket.display()))
+            .arg("UNIX-CONNECT:/var/run/docker.sock")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "socat made no {socket:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        DaemonProxy { socat, socket }
+    }
+
+    fn cut(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for DaemonProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// /healthz follows the manager: 200 while it answers, 503 with a reason
+/// while it doesn't, 200 again when it is back; serve itself keeps running.
+#[test]
+fn healthz_is_503_while_the_swarm_manager_does_not_answer() {
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    let (mut cmd, dir) = Serve::command(&fx, &app, &[]);
+    let socket = dir.path().join("docker.sock");
+    let mut proxy = DaemonProxy::start(socket.clone());
+    cmd.env("DOCKER_HOST", format!("unix://{}", socket.display()));
+    let serve = Serve::spawn(cmd, dir);
+    let healthy = serve.get("/healthz");
+    assert_eq!(healthy.code, 200, "{healthy:?}\n{}", serve.log());
+
+    proxy.cut();
+    let started = Instant::now();
+    let down = serve.get("/healthz");
+    assert_eq!(down.code, 503, "{down:?}");
+    assert!(down.body.contains("does not answer"), "{down:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "/healthz took {:?} to answer",
+        started.elapsed()
+    );
+
+    let _proxy = DaemonProxy::start(socket);
+    let back = serve.get("/healthz");
+    assert_eq!(back.code, 200, "{back:?}\n{}", serve.log());
 }
