@@ -300,7 +300,15 @@ async fn run_container(
         container: id,
         labels: sidecars.labels,
     };
-    if let Err(err) = sidecar::start(docker, sidecars.spec, &beside, forgexec).await {
+    let started = if sidecars.spec.services.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match archive::forgexec_archive(forgexec) {
+            Ok(wrapper) => sidecar::start(docker, sidecars.spec, &beside, &wrapper).await,
+            Err(e) => Err(LaunchError::io("building the sidecar archive", e)),
+        }
+    };
+    if let Err(err) = started {
         tracing::error!("{err}");
     }
     let exit_code = tokio::select! {

@@ -131,20 +131,16 @@ fn container_body(
 /// Starts every service of `spec` beside the build's container on `docker`
 /// (the build's node), pulling an image the node lacks. Returns the ids of
 /// the containers started; on an error the ones already started are removed.
+/// `wrapper` is [`archive::forgexec_archive`], copied into each.
 pub async fn start(
     docker: &Docker,
     spec: &Spec,
     beside: &Beside<'_>,
-    forgexec: &[u8],
+    wrapper: &[u8],
 ) -> Result<Vec<String>, LaunchError> {
-    if spec.services.is_empty() {
-        return Ok(Vec::new());
-    }
-    let wrapper = archive::forgexec_archive(forgexec)
-        .map_err(|e| LaunchError::io("building the sidecar archive", e))?;
     let mut started = Vec::new();
     for service in &spec.services {
-        match start_one(docker, service, beside, &wrapper).await {
+        match start_one(docker, service, beside, wrapper).await {
             Ok(id) => started.push(id),
             Err(err) => {
                 remove(docker, beside.build_name).await;

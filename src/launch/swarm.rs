@@ -354,8 +354,15 @@ async fn run_service(
     let owner = container_owner(&node_docker, &placed.container_id).await?;
     // Megabytes copied: off the async workers, like reading the binary.
     let token = opts.token.clone();
-    let tar = tokio::task::spawn_blocking(move || {
-        archive::executor_archive(&forgexec, token.as_ref(), owner)
+    let wrapped = !spec.services.is_empty();
+    let (tar, wrapper) = tokio::task::spawn_blocking(move || {
+        let tar = archive::executor_archive(&forgexec, token.as_ref(), owner)?;
+        // The sidecars' entrypoint, copied into each of them.
+        let wrapper = match wrapped {
+            true => archive::forgexec_archive(&forgexec)?,
+            false => Vec::new(),
+        };
+        Ok((tar, wrapper))
     })
     .await
     .map_err(std::io::Error::other)
@@ -372,7 +379,7 @@ async fn run_service(
         container: &placed.container_id,
         labels: &labels,
     };
-    if let Err(err) = sidecar::start(&node_docker, spec, &beside, &forgexec).await {
+    if let Err(err) = sidecar::start(&node_docker, spec, &beside, &wrapper).await {
         tracing::error!("{err}");
     }
 
