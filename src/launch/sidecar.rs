@@ -128,30 +128,33 @@ fn container_body(
     }
 }
 
-/// Starts every service of `spec` beside the build's container on `docker`
-/// (the build's node), pulling an image the node lacks. Returns the ids of
-/// the containers started; on an error the ones already started are removed.
-/// `wrapper` is [`archive::forgexec_archive`], copied into each.
-pub async fn start(
+/// Creates the container of every service of `spec` beside the build's
+/// container on `docker` (the build's node), pulling an image the node
+/// lacks, and copies `wrapper` ([`archive::forgexec_archive`]) into each;
+/// [`start`] starts them once the build's container runs. This can happen
+/// while the build's container is being prepared: only the start is on the
+/// way to the build's first command. On an error the ones already created
+/// are removed. Returns their ids.
+pub async fn create(
     docker: &Docker,
     spec: &Spec,
     beside: &Beside<'_>,
     wrapper: &[u8],
 ) -> Result<Vec<String>, LaunchError> {
-    let mut started = Vec::new();
+    let mut created = Vec::new();
     for service in &spec.services {
-        match start_one(docker, service, beside, wrapper).await {
-            Ok(id) => started.push(id),
+        match create_one(docker, service, beside, wrapper).await {
+            Ok(id) => created.push(id),
             Err(err) => {
                 remove(docker, beside.build_name).await;
                 return Err(err);
             }
         }
     }
-    Ok(started)
+    Ok(created)
 }
 
-async fn start_one(
+async fn create_one(
     docker: &Docker,
     service: &Service,
     beside: &Beside<'_>,
@@ -171,17 +174,29 @@ async fn start_one(
             )
         })?;
     super::swarm::upload(docker, &created.id, wrapper.to_vec()).await?;
-    docker
-        .start_container(&created.id, None)
-        .await
-        .map_err(|e| LaunchError::docker(format!("starting service `{}`", service.name), e))?;
-    tracing::info!(
-        "started service {} ({}) beside {}",
-        service.name,
-        service.image,
-        beside.build_name
-    );
     Ok(created.id)
+}
+
+/// Starts the services [`create`] made, all at once (the build's container
+/// must run: they join its network). On an error all are removed.
+pub async fn start(
+    docker: &Docker,
+    created: &[String],
+    build_name: &str,
+) -> Result<(), LaunchError> {
+    let started = futures_util::future::join_all(created.iter().map(|id| async move {
+        docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| LaunchError::docker(format!("starting sidecar {id}"), e))
+    }))
+    .await;
+    if let Some(err) = started.into_iter().find_map(Result::err) {
+        remove(docker, build_name).await;
+        return Err(err);
+    }
+    tracing::info!("started {} service(s) beside {build_name}", created.len());
+    Ok(())
 }
 
 /// The image's configuration (its entrypoint and command), pulling the

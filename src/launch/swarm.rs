@@ -368,10 +368,8 @@ async fn run_service(
     .map_err(std::io::Error::other)
     .and_then(|built| built)
     .map_err(|e| LaunchError::io("building the executor archive", e))?;
-    inject_and_start(&node_docker, &placed.container_id, tar).await?;
-    drop(_slot);
-    tracing::info!("started {name} on node {}", placed.node_id);
-    // forgexec waits for their ports and reports one that never opens.
+    // The sidecars are made while the executor is copied; they start once
+    // the build's container runs (they join its network).
     let labels = plan::labels(build);
     let beside = sidecar::Beside {
         build_name: name,
@@ -379,7 +377,31 @@ async fn run_service(
         container: &placed.container_id,
         labels: &labels,
     };
-    if let Err(err) = sidecar::start(&node_docker, spec, &beside, &wrapper).await {
+    let (copied, sidecars) = tokio::join!(
+        upload(&node_docker, &placed.container_id, tar),
+        sidecar::create(&node_docker, spec, &beside, &wrapper),
+    );
+    let started = match copied {
+        Ok(()) => node_docker
+            .start_container(&placed.container_id, None)
+            .await
+            .map_err(|e| {
+                LaunchError::docker(format!("starting container {}", placed.container_id), e)
+            }),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = started {
+        sidecar::remove(&node_docker, name).await;
+        return Err(err);
+    }
+    drop(_slot);
+    tracing::info!("started {name} on node {}", placed.node_id);
+    // forgexec waits for their ports and reports one that never opens.
+    if let Err(err) = match sidecars {
+        Ok(created) if created.is_empty() => Ok(()),
+        Ok(created) => sidecar::start(&node_docker, &created, name).await,
+        Err(err) => Err(err),
+    } {
         tracing::error!("{err}");
     }
 

@@ -327,3 +327,89 @@ fn a_newer_push_removes_the_older_builds_services() {
         "the older build's sidecar is still there: {left:?}"
     );
 }
+
+/// `FORGE_SIDECAR_LATENCY_RUNS` or `default`.
+fn runs(default: usize) -> usize {
+    std::env::var("FORGE_SIDECAR_LATENCY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
+/// Seconds from the build container's start (its PID 1's start time) to
+/// its first `setup` command, which prints both (`STARTED=` in clock ticks
+/// since boot, `UPTIME=` in seconds since boot).
+fn start_to_setup(output: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.starts_with("STARTED="))?;
+    let mut fields = line.split_whitespace();
+    let started: f64 = fields.next()?.strip_prefix("STARTED=")?.parse().ok()?;
+    let uptime: f64 = fields.next()?.strip_prefix("UPTIME=")?.parse().ok()?;
+    // SAFETY: sysconf takes a plain integer argument.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(uptime - started / ticks)
+}
+
+fn median_ms(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2] * 1000.0
+}
+
+/// Issue 13's figure: the time from the build container's start to its
+/// first `setup` command with one service that is ready at once, against
+/// the same build without it, interleaved, in local mode (the sidecars
+/// start the same way in swarm mode). `benches/sidecar_latency.sh` runs it
+/// in release with more runs and reports the medians.
+#[test]
+fn a_service_ready_at_once_adds_little_before_the_first_setup_command() {
+    let runs = runs(2);
+    let port = free_port();
+    let setup = "setup:\n  - echo STARTED=$(cut -d' ' -f22 /proc/1/stat) UPTIME=$(cut -d' ' -f1 /proc/uptime)\nexecute:\n  - 'true'\n";
+    let fx = fixture(|image| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    command: [httpd, -f, -p, \"{port}\", -h, /]\n    ports: [{port}]\n{setup}"
+        )
+    });
+    let with_services = fx.dir.path().join("with");
+    let without = fx.dir.path().join("without");
+    for (dir, spec) in [
+        (
+            &with_services,
+            std::fs::read_to_string(fx.git.dir().join(".forge.yml")).expect("read .forge.yml"),
+        ),
+        (&without, format!("image: {}\n{setup}", fx.image.tag())),
+    ] {
+        let git = crate::common::GitRepo::init(dir);
+        git.write(".forge.yml", &spec);
+        git.commit("latency");
+    }
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let measure = |dir: &std::path::Path| {
+        let out = run(Command::new(launcher())
+            .args(["local", "--repo", &repo])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--artifacts-dir")
+            .arg(dir.join("artifacts"))
+            .arg("--forgexec")
+            .arg(static_forgexec()));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        start_to_setup(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|| panic!("no STARTED= line:\n{}", text(&out)))
+    };
+    let (mut with, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        with.push(measure(&with_services));
+        bare.push(measure(&without));
+    }
+    let (with_ms, bare_ms) = (median_ms(&mut with), median_ms(&mut bare));
+    eprintln!(
+        "sidecar latency: {runs} runs each, container start to first setup command, median \
+         with one service {with_ms:.0} ms, without {bare_ms:.0} ms, added {:.0} ms",
+        with_ms - bare_ms
+    );
+    for t in with.iter().chain(&bare) {
+        assert!(*t >= 0.0, "a setup command ran before its container: {t}");
+    }
+    assert!(sidecars(&fx).is_empty(), "sidecars removed with the builds");
+}
