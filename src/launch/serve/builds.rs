@@ -29,7 +29,7 @@ use crate::facts::{self, default_status_url, BuildContext, Mode, RawFacts};
 use crate::launch::event::{self, FactFlags};
 use crate::launch::forge::{CommitStatus, StatusState};
 use crate::launch::swarm::{self, Outcome, Running, SpecSource, SwarmOptions};
-use crate::launch::{node, plan, service, LaunchError};
+use crate::launch::{node, plan, service, sidecar, LaunchError};
 use crate::run::cancel::CANCEL_SIGNALS;
 
 /// Labels serve adds to a build service.
@@ -461,6 +461,8 @@ pub async fn watch(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     let ending = ending(&serve, &manager, &watched.running).await;
     serve.metrics.builds_running.dec();
     let name = plan::build_name(&watched.build);
+    // Its sidecars go with it, not at the next gc.
+    remove_sidecars(&serve, &manager, &watched.running.node_id, &name).await;
     match ending {
         Ok(None) => {
             tracing::info!("{name}: forgexec reported the build");
@@ -590,6 +592,25 @@ async fn ending(
     ))
 }
 
+/// Removes the sidecars of build `name` from node `node_id` (where the
+/// launch started them); failures are logged, `gc` reaps what is left.
+async fn remove_sidecars(serve: &Serve, manager: &Docker, node_id: &str, name: &str) {
+    let local_node = match manager.info().await {
+        Ok(info) => info.swarm.and_then(|s| s.node_id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!("{name}: sidecars left for gc: reading the daemon's info: {e}");
+            return;
+        }
+    };
+    match swarm::node_daemon(manager, &local_node, node_id, &serve.opts.node_access).await {
+        Ok(node_docker) => sidecar::remove(&node_docker, name).await,
+        Err(err) => tracing::warn!(
+            "{name}: sidecars left for gc: {}",
+            serve.renderer().error(&err)
+        ),
+    }
+}
+
 async fn node_is_up(manager: &Docker, node_id: &str) -> bool {
     match manager.inspect_node(node_id).await {
         Ok(node) => !matches!(
@@ -660,6 +681,10 @@ async fn try_close(
             any
         };
         service::remove(&docker, &svc.id).await?;
+        // Its sidecars are on its containers' nodes.
+        for (node_docker, _) in &containers {
+            sidecar::remove(node_docker, &svc.name).await;
+        }
         if !running {
             continue;
         }
