@@ -267,7 +267,7 @@ impl Build {
                     &err,
                 );
                 match verdict {
-                    Verdict::Passed(_) => exit::INFRASTRUCTURE,
+                    Verdict::Passed(_) => exit::UNPOSTED,
                     other => other.exit_code(),
                 }
             }

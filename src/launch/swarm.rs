@@ -625,7 +625,7 @@ pub async fn gc(
 
 /// Whether the container of a build service is running (our start makes
 /// the swarm task "failed" while the build runs, so ask the node).
-async fn build_is_running(
+pub(crate) async fn build_is_running(
     docker: &Docker,
     local_node: &str,
     service_id: &str,

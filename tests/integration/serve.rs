@@ -1309,3 +1309,87 @@ fn healthz_is_503_while_the_swarm_manager_does_not_answer() {
     let back = serve.get("/healthz");
     assert_eq!(back.code, 200, "{back:?}\n{}", serve.log());
 }
+
+/// The App's installation token expires while the build runs (GitHub's
+/// last an hour; these 10 s): forgexec's own final status is refused and
+/// it exits 4, the forge still shows `pending`, and serve posts the final
+/// status with a fresh token.
+#[test]
+fn a_build_that_outlives_its_token_still_gets_its_final_status() {
+    let fx = Fixture::new("execute:\n  - sleep 15\n  - echo done\n");
+    let app = TestApp::new(&fx);
+    fx.forge.set_token_lifetime(Duration::from_secs(10));
+    let serve = Serve::start(&fx, &app, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("delivery"),
+        &pull_request(&fx, "opened", 51, &fx.sha),
+    );
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let statuses = wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(120), is_final);
+    let _guards = guard_all(&fx.services(51));
+    let (state, description) = last(&statuses);
+    assert_eq!(state, "success", "{statuses:?}\n{}", serve.log());
+    assert!(
+        description.contains("serve posted this"),
+        "{description}\n{}",
+        serve.log()
+    );
+    assert!(
+        serve.log().contains("posting success for exit code 4"),
+        "{}",
+        serve.log()
+    );
+    // forgexec did post pending updates while its token was good.
+    assert!(
+        statuses.iter().any(|s| s["state"] == "pending"),
+        "{statuses:?}"
+    );
+}
+
+/// A build that reported its own final status gets nothing more from
+/// serve (its check of the forge's statuses finds the final one).
+#[test]
+fn a_build_that_reported_gets_no_second_final_status() {
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("delivery"),
+        &pull_request(&fx, "opened", 52, &fx.sha),
+    );
+    assert_eq!(answer.code, 202, "{answer:?}");
+    wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(90), is_final);
+    let _guards = guard_all(&fx.services(52));
+    // serve reads the statuses once the container has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fx
+        .forge
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path().ends_with(&format!("/commits/{}/statuses", fx.sha)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "serve never read the statuses:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let finals: Vec<_> = fx
+        .forge
+        .statuses(&fx.sha)
+        .into_iter()
+        .filter(|s| s["state"] != "pending")
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}\n{}", serve.log());
+    assert!(
+        !finals[0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("serve posted this"),
+        "{finals:?}"
+    );
+}

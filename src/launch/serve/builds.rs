@@ -21,6 +21,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 
+use super::final_status;
 use super::webhook::{BuildRequest, Trigger};
 use super::Serve;
 use crate::exit;
@@ -196,7 +197,7 @@ pub fn unreported_ending(
             None => "build container killed: out of memory".to_string(),
         });
     }
-    let reported = (0..=i64::from(exit::INFRASTRUCTURE)).contains(&exit_code)
+    let reported = (0..=i64::from(exit::UNPOSTED)).contains(&exit_code)
         || CANCEL_SIGNALS
             .iter()
             .any(|s| i64::from(exit::cancelled(*s)) == exit_code);
@@ -464,11 +465,12 @@ pub async fn watch(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     // Its sidecars go with it, not at the next gc.
     remove_sidecars(&serve, &manager, &watched.running.node_id, &name).await;
     match ending {
-        Ok(None) => {
+        Ok(Ending::Reported { exit_code }) => {
             tracing::info!("{name}: forgexec reported the build");
             serve.metrics.finished("reported");
+            final_status::ensure(&serve, &manager, &watched, exit_code).await;
         }
-        Ok(Some(text)) => {
+        Ok(Ending::Unreported(text)) => {
             tracing::warn!("{name}: {text}");
             serve.metrics.finished("error");
             serve
@@ -492,12 +494,17 @@ pub async fn watch(serve: Arc<Serve>, manager: Docker, watched: Watched) {
 const WAIT_ATTEMPTS: u32 = 30;
 const WAIT_RETRY: Duration = Duration::from_secs(5);
 
-/// How the build's container ended: `None` when forgexec reported.
-async fn ending(
-    serve: &Serve,
-    manager: &Docker,
-    running: &Running,
-) -> Result<Option<String>, LaunchError> {
+/// How a build's container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    /// With one of forgexec's own exit codes: it reported the build.
+    Reported { exit_code: i64 },
+    /// Without forgexec reporting: the final status serve posts.
+    Unreported(String),
+}
+
+/// How the build's container ended.
+async fn ending(serve: &Serve, manager: &Docker, running: &Running) -> Result<Ending, LaunchError> {
     let local_node = manager
         .info()
         .await
@@ -534,7 +541,7 @@ async fn ending(
                         break streaming
                     }
                     Some(Err(e)) if crate::launch::error::is_not_found(&e) => {
-                        return Ok(Some(
+                        return Ok(Ending::Unreported(
                             "build container removed before it reported".to_string(),
                         ))
                     }
@@ -551,7 +558,7 @@ async fn ending(
             Err(err) => err,
         };
         if !node_is_up(manager, &running.node_id).await {
-            return Ok(Some(format!(
+            return Ok(Ending::Unreported(format!(
                 "node {} went down during the build",
                 node_name(manager, &running.node_id).await
             )));
@@ -569,7 +576,7 @@ async fn ending(
     {
         Ok(c) => c,
         Err(e) if crate::launch::error::is_not_found(&e) => {
-            return Ok(Some(
+            return Ok(Ending::Unreported(
                 "build container removed before it reported".to_string(),
             ))
         }
@@ -585,11 +592,13 @@ async fn ending(
         .host_config
         .and_then(|h| h.memory)
         .filter(|m| *m > 0);
-    Ok(unreported_ending(
-        state.exit_code.unwrap_or(-1),
-        state.oom_killed.unwrap_or(false),
-        memory,
-    ))
+    let exit_code = state.exit_code.unwrap_or(-1);
+    Ok(
+        match unreported_ending(exit_code, state.oom_killed.unwrap_or(false), memory) {
+            Some(text) => Ending::Unreported(text),
+            None => Ending::Reported { exit_code },
+        },
+    )
 }
 
 /// Removes the sidecars of build `name` from node `node_id` (where the

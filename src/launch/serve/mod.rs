@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod builds;
+pub mod final_status;
 pub mod http;
 pub mod metrics;
 pub mod webhook;
