@@ -565,28 +565,55 @@ async fn start_on_node(
     let owner = container_owner(&node_docker, &placed.container_id).await?;
     // Megabytes copied: off the async workers, like reading the binary.
     let token = opts.token.clone();
-    let tar = tokio::task::spawn_blocking(move || {
-        archive::executor_archive(&forgexec, token.as_ref(), owner)
+    let wrapped = !spec.services.is_empty();
+    let (tar, wrapper) = tokio::task::spawn_blocking(move || {
+        let tar = archive::executor_archive(&forgexec, token.as_ref(), owner)?;
+        // The sidecars' entrypoint, copied into each of them.
+        let wrapper = match wrapped {
+            true => archive::forgexec_archive(&forgexec)?,
+            false => Vec::new(),
+        };
+        Ok((tar, wrapper))
     })
     .await
     .map_err(std::io::Error::other)
     .and_then(|built| built)
     .map_err(|e| LaunchError::io("building the executor archive", e))?;
-    inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    // The sidecars are made while the executor is copied; they start once
+    // the build's container runs (they join its network).
+    let labels = plan::labels(build);
+    let beside = sidecar::Beside {
+        build_name: name,
+        build_id: build.build_id.as_str(),
+        container: &placed.container_id,
+        labels: &labels,
+        registry_auth: opts.registry_auth.as_deref(),
+    };
+    let (copied, sidecars) = tokio::join!(
+        upload(&node_docker, &placed.container_id, tar),
+        sidecar::create(&node_docker, spec, &beside, &wrapper),
+    );
+    let started = match copied {
+        Ok(()) => node_docker
+            .start_container(&placed.container_id, None)
+            .await
+            .map_err(|e| {
+                LaunchError::docker(format!("starting container {}", placed.container_id), e)
+            }),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = started {
+        sidecar::remove(&node_docker, name).await;
+        return Err(err);
+    }
     drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);
     // forgexec waits for their ports and reports one that never opens.
-    let labels = plan::labels(build);
-    if let Err(err) = sidecar::start(
-        &node_docker,
-        spec,
-        name,
-        &placed.container_id,
-        &labels,
-        opts.registry_auth.as_deref(),
-    )
-    .await
-    {
+    if let Err(err) = match sidecars {
+        Ok(created) if created.is_empty() => Ok(()),
+        Ok(created) => sidecar::start(&node_docker, &created, name).await,
+        Err(err) => Err(err),
+    } {
         tracing::error!("{err}");
     }
 

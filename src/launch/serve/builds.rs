@@ -30,7 +30,7 @@ use crate::launch::event::{self, FactFlags};
 use crate::launch::forge::{CommitStatus, StatusState};
 use crate::launch::swarm::{self, Outcome, Running, SpecSource, SwarmOptions};
 use crate::launch::watch::{self, Ending};
-use crate::launch::{node, plan, service, LaunchError};
+use crate::launch::{node, plan, service, sidecar, LaunchError};
 use crate::run::cancel::CANCEL_SIGNALS;
 
 /// Labels serve adds to a build service.
@@ -570,6 +570,8 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
             return;
         }
     };
+    // Its sidecars go with it, not at the next gc.
+    remove_sidecars(&serve, &manager, &watched.running.node_id, &name).await;
     match text {
         None => {
             tracing::info!("{name}: forgexec reported the build");
@@ -685,6 +687,25 @@ async fn retry(serve: &Arc<Serve>, ticket: Ticket, lost: Attempt, node: &str, no
     }
 }
 
+/// Removes the sidecars of build `name` from node `node_id` (where the
+/// launch started them); failures are logged, `gc` reaps what is left.
+async fn remove_sidecars(serve: &Serve, manager: &Docker, node_id: &str, name: &str) {
+    let local_node = match manager.info().await {
+        Ok(info) => info.swarm.and_then(|s| s.node_id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!("{name}: sidecars left for gc: reading the daemon's info: {e}");
+            return;
+        }
+    };
+    match swarm::node_daemon(manager, &local_node, node_id, &serve.opts.node_access).await {
+        Ok(node_docker) => sidecar::remove(&node_docker, name).await,
+        Err(err) => tracing::warn!(
+            "{name}: sidecars left for gc: {}",
+            serve.renderer().error(&err)
+        ),
+    }
+}
+
 /// Cancels the running builds of a closed pull request: removes their
 /// services, waits for the containers to stop (forgexec reports its
 /// cancellation first), then posts `error` "cancelled: pull request
@@ -736,6 +757,10 @@ async fn try_close(
             any
         };
         service::remove(&docker, &svc.id).await?;
+        // Its sidecars are on its containers' nodes.
+        for (node_docker, _) in &containers {
+            sidecar::remove(node_docker, &svc.name).await;
+        }
         if !running {
             continue;
         }
