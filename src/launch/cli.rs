@@ -111,6 +111,10 @@ struct PlacementArgs {
     /// as X-Registry-Auth.
     #[arg(long, value_name = "FILE")]
     registry_auth: Option<PathBuf>,
+    /// How many times a build whose node went down is launched again, on another node
+    /// (swarm: with --wait).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    retry_lost: u32,
 }
 
 #[derive(Args, Debug)]
@@ -379,6 +383,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
         wait: args.wait,
+        retry_lost: args.placement.retry_lost,
         start_timeout: args.placement.start_timeout,
         labels: Default::default(),
         copy_slots: None,
@@ -454,6 +459,7 @@ async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchE
         node_access: node_access(&args.tls),
         registry_auth: registry_auth(args.placement.registry_auth.as_deref())?,
         start_timeout: args.placement.start_timeout,
+        retry_lost: args.placement.retry_lost,
         retention: args.retention,
         gc_interval: Duration::from_secs(60),
         shutdown_timeout: args.shutdown_timeout,

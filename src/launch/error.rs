@@ -103,6 +103,13 @@ pub enum LaunchError {
     ImageHasForgexec { service: String, state: String },
     #[error("node {node}: {reason}")]
     NodeAccess { node: String, reason: String },
+    /// The node running the build went down before it ended.
+    #[error("{}", super::watch::lost_text(node))]
+    NodeLost {
+        /// Its host name (or id).
+        node: String,
+        node_id: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

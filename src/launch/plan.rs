@@ -17,6 +17,8 @@ pub mod label {
     /// The branch of a push build: pushes to different branches are
     /// separate lines of builds, each superseding only its own.
     pub const BRANCH: &str = "forge.branch";
+    /// On a build launched again after its node went down: which retry.
+    pub const RETRY: &str = "forge.retry";
 }
 
 /// Docker's limit for service names (they must be valid DNS labels).

@@ -16,7 +16,7 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
 
 use super::error::{docker_message, is_not_found};
-use super::LaunchError;
+use super::{watch, LaunchError};
 use crate::spec::{PortMapping, Resources};
 
 /// Time a removed or stopped build gets between SIGTERM and SIGKILL: room
@@ -443,7 +443,21 @@ pub async fn wait_for_container(
         if let Some(task) = newest {
             match classify(task) {
                 TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
-                TaskProgress::Gone => return Ok(Wait::Gone),
+                TaskProgress::Gone => {
+                    // The swarm shuts down the tasks of a node that went
+                    // down: that is a lost build, not a replaced one.
+                    if let Some(node_id) = task.node_id.as_deref().filter(|n| !n.is_empty()) {
+                        if let Ok(node) = docker.inspect_node(node_id).await {
+                            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                                return Err(LaunchError::NodeLost {
+                                    node: watch::node_name(&node, node_id),
+                                    node_id: node_id.to_string(),
+                                });
+                            }
+                        }
+                    }
+                    return Ok(Wait::Gone);
+                }
                 TaskProgress::Failed(err) => {
                     let node_id = task.node_id.clone().unwrap_or_default();
                     let node = match docker.inspect_node(&node_id).await {
@@ -480,6 +494,26 @@ pub async fn wait_for_container(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(POLL_CAP);
     }
+}
+
+/// The nodes a service's tasks were placed on (none when it cannot be
+/// listed).
+pub async fn task_nodes(docker: &Docker, service_id: &str) -> Vec<String> {
+    let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .unwrap_or_default();
+    let mut nodes: Vec<String> = tasks
+        .into_iter()
+        .filter_map(|t| t.node_id)
+        .filter(|n| !n.is_empty())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 /// Whether a service still exists.

@@ -19,6 +19,7 @@ use super::plan;
 use super::registry::RegistryAuth;
 use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
+use super::watch::{self, Ending};
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
 use crate::fsread::{self, Links};
@@ -48,6 +49,9 @@ pub struct SwarmOptions {
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
     pub wait: bool,
+    /// `--retry-lost`: how many times a build lost with its node is
+    /// launched again (with `--wait`; serve follows its own builds).
+    pub retry_lost: u32,
     pub start_timeout: Duration,
     /// Labels put on the service besides the build's own (serve records
     /// the delivery that asked for it).
@@ -103,23 +107,79 @@ pub fn parse_spec(label: &str, bytes: &[u8], action: &str) -> Result<Spec, Launc
 
 /// Runs `forge-launch swarm`.
 pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
-    let forge = Forge::new(opts.token.clone())?;
-    let reporter = Reporter {
-        forge: &forge,
-        opts,
+    launch_attempts(opts.clone()).await.1
+}
+
+/// [`launch`], also returning the options of the last attempt: a retry
+/// after a lost node has its own build id, constraints and retry label.
+pub async fn launch_attempts(opts: SwarmOptions) -> (SwarmOptions, Result<Outcome, LaunchError>) {
+    let forge = match Forge::new(opts.token.clone()) {
+        Ok(forge) => forge,
+        Err(err) => return (opts, Err(err.into())),
     };
-    let spec = match load_spec(opts, &forge).await {
+    let spec = match load_spec(&opts, &forge).await {
         Ok(spec) => spec,
         Err(err) => {
-            reporter.error(&err).await;
-            return Err(err);
+            Reporter {
+                forge: &forge,
+                opts: &opts,
+            }
+            .error(&err)
+            .await;
+            return (opts, Err(err));
         }
     };
-    let result = launch_with_spec(opts, &spec).await;
-    if let Err(err) = &result {
-        reporter.error(err).await;
+    let mut attempt = opts;
+    loop {
+        let result = launch_with_spec(&attempt, &spec).await;
+        let reporter = Reporter {
+            forge: &forge,
+            opts: &attempt,
+        };
+        match result {
+            // The lost attempt's service is gone; its final word is the
+            // retry's (only the last attempt's loss is final).
+            Err(LaunchError::NodeLost { node, node_id })
+                if retries_of(&attempt) < attempt.retry_lost =>
+            {
+                let next = retry_options(&attempt, &node_id);
+                let text = watch::retry_text(retries_of(&next), attempt.retry_lost, &node);
+                tracing::warn!("{}: {text}", plan::build_name(&attempt.build));
+                reporter.pending(&text).await;
+                attempt = next;
+            }
+            Err(err) => {
+                reporter.error(&err).await;
+                return (attempt, Err(err));
+            }
+            done => return (attempt, done),
+        }
     }
-    result
+}
+
+/// Which retry an attempt is (its [`plan::label::RETRY`] label; 0 for the
+/// first launch).
+pub fn retries_of(opts: &SwarmOptions) -> u32 {
+    opts.labels
+        .get(plan::label::RETRY)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The next attempt of a build lost with node `lost_node`: a new build id
+/// (so a new service), kept off that node, labelled with its number.
+pub fn retry_options(opts: &SwarmOptions, lost_node: &str) -> SwarmOptions {
+    let mut next = opts.clone();
+    next.build.build_id = plan::new_build_id();
+    let avoid = watch::avoid_constraint(lost_node);
+    if !next.constraints.contains(&avoid) {
+        next.constraints.push(avoid);
+    }
+    next.labels.insert(
+        plan::label::RETRY.to_string(),
+        (retries_of(opts) + 1).to_string(),
+    );
+    next
 }
 
 async fn load_spec(opts: &SwarmOptions, forge: &Forge) -> Result<Spec, LaunchError> {
@@ -150,6 +210,30 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
+    /// A `pending` status (a retry's), best effort.
+    async fn pending(&self, text: &str) {
+        let build = &self.opts.build;
+        let Some(url) = &build.status_url else {
+            return;
+        };
+        let renderer = crate::render::Renderer::new(self.forge.masker().clone());
+        let status = CommitStatus::new(
+            StatusState::Pending,
+            build.status_context.clone(),
+            renderer.text(text),
+            build.target_url.clone(),
+        );
+        if let Err(post) = self.forge.post_status(url, &status).await {
+            tracing::warn!(
+                "{}",
+                renderer.text(&format!(
+                    "could not post the pending status: {}",
+                    renderer.error(&post)
+                ))
+            );
+        }
+    }
+
     async fn error(&self, err: &LaunchError) {
         let build = &self.opts.build;
         let Some(url) = &build.status_url else {
@@ -234,9 +318,7 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     let filter = plan::lane_filter(build, &opts.labels);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
-        service::remove(&docker, &stale.id).await?;
-        // Its sidecars, where this daemon runs them (elsewhere: gc).
-        sidecar::remove(&docker, &stale.name).await;
+        remove_replaced(&docker, &local_node, &stale, &opts.node_access).await?;
     }
 
     let id = service::create(&docker, service::service_spec(&request), credentials).await?;
@@ -274,6 +356,61 @@ pub async fn resume(
     }
     result
 }
+
+/// Removes a build service a newer launch replaces (the node's agent stops
+/// its container with SIGTERM and the grace period: forgexec reports the
+/// build cancelled), then its sidecars, on whichever node runs them. A node
+/// that does not answer keeps them until `gc`.
+async fn remove_replaced(
+    docker: &Docker,
+    local_node: &str,
+    replaced: &service::Listed,
+    access: &NodeAccess,
+) -> Result<(), LaunchError> {
+    let nodes = service::task_nodes(docker, &replaced.id).await;
+    service::remove(docker, &replaced.id).await?;
+    for node_id in nodes {
+        // A node that went down took them with it.
+        if let Ok(node) = docker.inspect_node(&node_id).await {
+            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                continue;
+            }
+        }
+        let reached = tokio::time::timeout(
+            NODE_CONNECT,
+            node_daemon(docker, local_node, &node_id, access),
+        )
+        .await;
+        match reached {
+            Ok(Ok(node_docker)) => {
+                let removal = sidecar::remove(&node_docker, &replaced.name);
+                if tokio::time::timeout(SIDECAR_REMOVAL, removal)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "sidecars of {} on node {node_id}: no answer; `forge-launch gc` removes them",
+                        replaced.name
+                    );
+                }
+            }
+            Ok(Err(err)) => tracing::warn!("sidecars of {}: {err}", replaced.name),
+            Err(_) => tracing::warn!(
+                "sidecars of {}: node {node_id} did not answer within {}s",
+                replaced.name,
+                NODE_CONNECT.as_secs()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// How long reaching a node's daemon may take when it is not the build's
+/// own (a replaced build's node).
+const NODE_CONNECT: Duration = Duration::from_secs(10);
+
+/// How long removing a finished build's sidecars may take.
+const SIDECAR_REMOVAL: Duration = Duration::from_secs(60);
 
 /// Runs the created service; every failure removes it again.
 async fn after_create(
@@ -328,8 +465,7 @@ async fn run_service(
         Some((_, winner)) if winner == id => {
             for other in mine.iter().filter(|s| s.id != id) {
                 tracing::info!("removing older racing build {}", other.name);
-                service::remove(docker, &other.id).await?;
-                sidecar::remove(docker, &other.name).await;
+                remove_replaced(docker, local_node, other, &opts.node_access).await?;
             }
         }
         _ => {
@@ -342,6 +478,75 @@ async fn run_service(
         Wait::Ready(placed) => placed,
         Wait::Gone => return Ok(superseded()),
     };
+    // A node that goes down now never answers: the launch on it ends when
+    // the manager sees it down.
+    let node_id = placed.node_id.clone();
+    let node_docker = tokio::select! {
+        biased;
+        started = start_on_node(opts, spec, docker, local_node, name, &placed) => started?,
+        node = watch::node_lost(docker, &node_id) => {
+            return Err(LaunchError::NodeLost { node, node_id });
+        }
+    };
+    let running = Running {
+        service_id: id.to_string(),
+        node_id: placed.node_id,
+        container_id: placed.container_id,
+    };
+    if !opts.wait {
+        return Ok(Outcome::Started {
+            service: name.to_string(),
+            running,
+        });
+    }
+    let ending = tokio::select! {
+        ending = watch::to_end(docker, local_node, &running, &opts.node_access, true) => ending,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(LaunchError::Docker {
+                action: "waiting for the build".into(),
+                message: "interrupted; the service was removed".into(),
+            });
+        }
+    };
+    // Sidecars run beside the build: gone with a lost node, removed
+    // (within a bound: the node may be failing) otherwise.
+    if !matches!(ending, Ok(Ending::NodeLost { .. })) {
+        let _ = tokio::time::timeout(SIDECAR_REMOVAL, sidecar::remove(&node_docker, name)).await;
+    }
+    // A newer launch removed the service: whatever the ending, it is the
+    // newer build's turn.
+    if !service::exists(docker, id).await? {
+        return Ok(superseded());
+    }
+    let code = match ending? {
+        Ending::Exited { code, .. } => code,
+        // The caller removes the service.
+        Ending::NodeLost { node, node_id } => return Err(LaunchError::NodeLost { node, node_id }),
+        Ending::Removed => {
+            return Err(LaunchError::Docker {
+                action: format!("waiting for container {}", running.container_id),
+                message: "the container was removed before it ended".into(),
+            })
+        }
+    };
+    service::remove(docker, id).await?;
+    Ok(Outcome::Finished {
+        service: name.to_string(),
+        exit_code: code,
+    })
+}
+
+/// On the task's node: copies forgexec and the token in, starts the
+/// container and its sidecars; returns the node's daemon.
+async fn start_on_node(
+    opts: &SwarmOptions,
+    spec: &Spec,
+    docker: &Docker,
+    local_node: &str,
+    name: &str,
+    placed: &service::Placed,
+) -> Result<Docker, LaunchError> {
+    let build = &opts.build;
     let node_docker = node_daemon(docker, local_node, &placed.node_id, &opts.node_access).await?;
     // The binary and its archive are megabytes each: a service launching
     // many builds at once copies a few at a time.
@@ -360,68 +565,59 @@ async fn run_service(
     let owner = container_owner(&node_docker, &placed.container_id).await?;
     // Megabytes copied: off the async workers, like reading the binary.
     let token = opts.token.clone();
-    let tar = tokio::task::spawn_blocking(move || {
-        archive::executor_archive(&forgexec, token.as_ref(), owner)
+    let wrapped = !spec.services.is_empty();
+    let (tar, wrapper) = tokio::task::spawn_blocking(move || {
+        let tar = archive::executor_archive(&forgexec, token.as_ref(), owner)?;
+        // The sidecars' entrypoint, copied into each of them.
+        let wrapper = match wrapped {
+            true => archive::forgexec_archive(&forgexec)?,
+            false => Vec::new(),
+        };
+        Ok((tar, wrapper))
     })
     .await
     .map_err(std::io::Error::other)
     .and_then(|built| built)
     .map_err(|e| LaunchError::io("building the executor archive", e))?;
-    inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    // The sidecars are made while the executor is copied; they start once
+    // the build's container runs (they join its network).
+    let labels = plan::labels(build);
+    let beside = sidecar::Beside {
+        build_name: name,
+        build_id: build.build_id.as_str(),
+        container: &placed.container_id,
+        labels: &labels,
+        registry_auth: opts.registry_auth.as_deref(),
+    };
+    let (copied, sidecars) = tokio::join!(
+        upload(&node_docker, &placed.container_id, tar),
+        sidecar::create(&node_docker, spec, &beside, &wrapper),
+    );
+    let started = match copied {
+        Ok(()) => node_docker
+            .start_container(&placed.container_id, None)
+            .await
+            .map_err(|e| {
+                LaunchError::docker(format!("starting container {}", placed.container_id), e)
+            }),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = started {
+        sidecar::remove(&node_docker, name).await;
+        return Err(err);
+    }
     drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);
     // forgexec waits for their ports and reports one that never opens.
-    let labels = plan::labels(build);
-    if let Err(err) = sidecar::start(
-        &node_docker,
-        spec,
-        name,
-        &placed.container_id,
-        &labels,
-        opts.registry_auth.as_deref(),
-    )
-    .await
-    {
+    if let Err(err) = match sidecars {
+        Ok(created) if created.is_empty() => Ok(()),
+        Ok(created) => sidecar::start(&node_docker, &created, name).await,
+        Err(err) => Err(err),
+    } {
         tracing::error!("{err}");
     }
 
-    if !opts.wait {
-        return Ok(Outcome::Started {
-            service: name.to_string(),
-            running: Running {
-                service_id: id.to_string(),
-                node_id: placed.node_id,
-                container_id: placed.container_id,
-            },
-        });
-    }
-    let code = tokio::select! {
-        code = follow(&node_docker, &placed.container_id) => code,
-        _ = tokio::signal::ctrl_c() => {
-            return Err(LaunchError::Docker {
-                action: "waiting for the build".into(),
-                message: "interrupted; the service was removed".into(),
-            });
-        }
-    };
-    sidecar::remove(&node_docker, name).await;
-    let code = match code {
-        Ok(code) => code,
-        Err(err) => {
-            if !service::exists(docker, id).await? {
-                return Ok(superseded());
-            }
-            return Err(err);
-        }
-    };
-    if !service::exists(docker, id).await? {
-        return Ok(superseded());
-    }
-    service::remove(docker, id).await?;
-    Ok(Outcome::Finished {
-        service: name.to_string(),
-        exit_code: code,
-    })
+    Ok(node_docker)
 }
 
 /// The daemon of node `node_id`: the manager's own connection when the
@@ -522,28 +718,9 @@ pub async fn upload(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<()
 
 /// Streams the container's output to stdout and returns its exit code.
 pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError> {
-    use std::io::Write;
     // Builds outlive the per-request timeout.
     let streaming = docker.clone().with_timeout(Duration::from_secs(7 * 86_400));
-    let options = bollard::query_parameters::LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut logs = streaming.logs(container, Some(options));
-    while let Some(chunk) = logs.next().await {
-        match chunk {
-            Ok(out) => {
-                let mut stdout = std::io::stdout().lock();
-                let _ = stdout.write_all(&out.into_bytes());
-                let _ = stdout.flush();
-            }
-            Err(e) => {
-                tracing::warn!("log stream of {container} ended: {e}");
-                break;
-            }
-        }
-    }
+    stream_logs(&streaming, container).await;
     let mut wait = streaming.wait_container(
         container,
         None::<bollard::query_parameters::WaitContainerOptions>,
@@ -559,6 +736,30 @@ pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError
             action: format!("waiting for container {container}"),
             message: "the daemon closed the wait without an exit code".into(),
         }),
+    }
+}
+
+/// Copies the container's output to stdout until the stream ends.
+pub async fn stream_logs(docker: &Docker, container: &str) {
+    use std::io::Write;
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(container, Some(options));
+    while let Some(chunk) = logs.next().await {
+        match chunk {
+            Ok(out) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out.into_bytes());
+                let _ = stdout.flush();
+            }
+            Err(e) => {
+                tracing::warn!("log stream of {container} ended: {e}");
+                break;
+            }
+        }
     }
 }
 
@@ -667,6 +868,13 @@ pub(crate) async fn build_is_running(
             continue;
         };
         let node_id = task.node_id.unwrap_or_default();
+        // Nothing runs on a node that went down (and its daemon would not
+        // answer).
+        if let Ok(node) = docker.inspect_node(&node_id).await {
+            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                continue;
+            }
+        }
         let node_docker = node_daemon(docker, local_node, &node_id, access).await?;
         match node_docker.inspect_container(&container, None).await {
             Ok(c) => {
@@ -679,4 +887,71 @@ pub(crate) async fn build_is_running(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::RawFacts;
+
+    fn options() -> SwarmOptions {
+        let build = crate::facts::validate(
+            &RawFacts::from_vars([
+                ("FORGE_OWNER", "octo"),
+                ("FORGE_REPO", "widget"),
+                ("FORGE_PULL_REQUEST", "42"),
+                ("FORGE_SHA", "0123456789abcdef0123456789abcdef01234567"),
+                ("FORGE_BUILD_ID", "B1"),
+            ]),
+            crate::facts::Mode::Container,
+            |_| false,
+        )
+        .unwrap();
+        let exe = std::env::current_exe().unwrap();
+        SwarmOptions {
+            build,
+            spec: SpecSource::Api,
+            token: None,
+            forgexec: Binaries::from_path(&exe).unwrap(),
+            networks: Vec::new(),
+            constraints: vec!["node.labels.forge.pool==ci".into()],
+            resources: ResourcePolicy::default(),
+            node_access: NodeAccess::default(),
+            registry_auth: None,
+            wait: true,
+            retry_lost: 2,
+            start_timeout: Duration::from_secs(1),
+            labels: HashMap::new(),
+            copy_slots: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_is_a_new_service_kept_off_the_lost_nodes() {
+        let opts = options();
+        assert_eq!(retries_of(&opts), 0);
+        let first = retry_options(&opts, "n1");
+        assert_ne!(first.build.build_id, opts.build.build_id);
+        assert_ne!(
+            plan::build_name(&first.build),
+            plan::build_name(&opts.build)
+        );
+        assert_eq!(first.build.sha, opts.build.sha);
+        assert_eq!(first.build.pull_request, Some(42));
+        assert_eq!(
+            first.constraints,
+            ["node.labels.forge.pool==ci", "node.id!=n1"]
+        );
+        assert_eq!(first.labels[plan::label::RETRY], "1");
+        assert_eq!(retries_of(&first), 1);
+        let second = retry_options(&first, "n2");
+        assert_eq!(
+            second.constraints,
+            ["node.labels.forge.pool==ci", "node.id!=n1", "node.id!=n2"]
+        );
+        assert_eq!(second.labels[plan::label::RETRY], "2");
+        // the same node lost again is not excluded twice
+        let again = retry_options(&first, "n1");
+        assert_eq!(again.constraints.len(), 2);
+    }
 }

@@ -625,6 +625,86 @@ fn a_newer_push_cancels_the_older_build_and_closing_cancels_the_rest() {
     assert!(fx.services(24).is_empty(), "the services were removed");
 }
 
+/// Sidecar containers of this fixture's repository, running or not.
+fn sidecars_of(fx: &Fixture) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=forge.sidecar.of",
+        "--filter",
+        &format!("label=forge.repo={OWNER}/{}", fx.repo),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Waits up to `timeout` for the repository's sidecars to be `gone` (or
+/// there); panics with serve's log when they are not.
+fn wait_sidecars(fx: &Fixture, serve: &Serve, gone: bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while sidecars_of(fx).is_empty() != gone {
+        assert!(
+            Instant::now() < deadline,
+            "sidecars {} after {timeout:?}: {:?}\n--- serve log\n{}",
+            if gone {
+                "still there"
+            } else {
+                "never appeared"
+            },
+            sidecars_of(fx),
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_removes_a_builds_sidecars_when_it_ends_and_when_its_pull_request_closes() {
+    let fx = Fixture::new(SLOW);
+    let tag = fx.image.tag().to_string();
+    let idle = format!("services:\n  idle:\n    image: {tag}\n    command: [sleep, \"600\"]\n");
+    let app = TestApp::new(&fx);
+    // gc, which would reap them too, runs at start and then once a minute.
+    let serve = Serve::start(&fx, &app, &[]);
+
+    // A build that ends: its sidecar goes with it, not at the next gc.
+    let short = fx.push(&format!("{idle}execute:\n  - sleep 3\n"));
+    let delivered = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "opened", 31, &short),
+    );
+    assert_eq!(delivered.code, 202);
+    let _g1 = guard_all(&wait_services(&fx, 31, 1, Duration::from_secs(30)));
+    wait_sidecars(&fx, &serve, false, Duration::from_secs(60));
+    let statuses = wait_statuses(&fx, &serve, &short, Duration::from_secs(90), is_final);
+    assert_eq!(last(&statuses).0, "success", "{:?}", states(&statuses));
+    wait_sidecars(&fx, &serve, true, Duration::from_secs(20));
+
+    // A build cancelled by closing its pull request.
+    let long = fx.push(&format!("{idle}{SLOW}"));
+    let delivered = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "synchronize", 31, &long),
+    );
+    assert_eq!(delivered.code, 202);
+    wait_sidecars(&fx, &serve, false, Duration::from_secs(60));
+    let closed = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "closed", 31, &long),
+    );
+    assert_eq!(closed.code, 202);
+    wait_statuses(&fx, &serve, &long, Duration::from_secs(90), |s| {
+        s.last()
+            .is_some_and(|s| s["description"] == "cancelled: pull request closed")
+    });
+    wait_sidecars(&fx, &serve, true, Duration::from_secs(20));
+}
+
 #[test]
 fn a_push_to_the_default_branch_is_built() {
     let fx = Fixture::new(PASSING);
