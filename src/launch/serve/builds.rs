@@ -29,7 +29,7 @@ use crate::launch::event::{self, FactFlags};
 use crate::launch::forge::{CommitStatus, StatusState};
 use crate::launch::swarm::{self, Outcome, Running, SpecSource, SwarmOptions};
 use crate::launch::watch::{self, Ending};
-use crate::launch::{node, plan, service, LaunchError};
+use crate::launch::{node, plan, service, sidecar, LaunchError};
 use crate::run::cancel::CANCEL_SIGNALS;
 
 /// Labels serve adds to a build service.
@@ -542,6 +542,10 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     serve.metrics.builds_running.dec();
     let build = &watched.attempt.build;
     let name = plan::build_name(build);
+    // Its sidecars are done too (on a lost node they went with it).
+    if !matches!(ending, Ok(Ending::NodeLost { .. })) {
+        remove_sidecars(&serve, &manager, &watched.running, &name).await;
+    }
     let text = match ending {
         Ok(Ending::Exited {
             code,
@@ -573,6 +577,39 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
                 .post(build, watched.attempt.install_id, StatusState::Error, &text)
                 .await;
         }
+    }
+}
+
+/// Removes the sidecars of an ended build through its node's daemon.
+async fn remove_sidecars(serve: &Serve, manager: &Docker, running: &Running, name: &str) {
+    let removal = async {
+        let local_node = manager
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.swarm)
+            .and_then(|s| s.node_id)
+            .unwrap_or_default();
+        match swarm::node_daemon(
+            manager,
+            &local_node,
+            &running.node_id,
+            &serve.opts.node_access,
+        )
+        .await
+        {
+            Ok(node_docker) => sidecar::remove(&node_docker, name).await,
+            Err(err) => tracing::warn!("{name}: sidecars not removed: {err}"),
+        }
+    };
+    if tokio::time::timeout(swarm::SIDECAR_REMOVAL, removal)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{name}: sidecars not removed within {:?}; gc reaps them",
+            swarm::SIDECAR_REMOVAL
+        );
     }
 }
 
