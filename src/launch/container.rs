@@ -294,6 +294,7 @@ async fn run_container(
         build_id: build.build_id.as_str(),
         container: id,
         labels: sidecars.labels,
+        registry_auth: None,
     };
     let create = async {
         if sidecars.spec.services.is_empty() {

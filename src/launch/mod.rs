@@ -8,7 +8,8 @@
 //! ([`node`], mutual TLS for remote nodes), copy forgexec (the binary for
 //! the node's or image's architecture, [`binary`]) and the token in with
 //! the archive API ([`archive`]) and start the container, then its sidecar
-//! services beside it on the same node ([`sidecar`]). [`forge`] talks to
+//! services beside it on the same node ([`sidecar`]); [`watch`] follows a
+//! build to its end, or to the loss of its node. [`forge`] talks to
 //! the forge API (spec download, error statuses); [`container`] runs the
 //! same build on the local daemon for reproduction; [`cli`] is the command
 //! line and the one place errors are rendered.
@@ -22,9 +23,11 @@ pub mod event;
 pub mod forge;
 pub mod node;
 pub mod plan;
+pub mod registry;
 pub mod serve;
 pub mod service;
 pub mod sidecar;
 pub mod swarm;
+pub mod watch;
 
 pub use error::LaunchError;

@@ -16,7 +16,7 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use bollard::Docker;
 
 use super::error::{docker_message, is_not_found};
-use super::LaunchError;
+use super::{watch, LaunchError};
 use crate::spec::{PortMapping, Resources};
 
 /// Time a removed or stopped build gets between SIGTERM and SIGKILL: room
@@ -266,10 +266,16 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<bool, LaunchError> {
 }
 
 /// Creates the service; returns its id.
-pub async fn create(docker: &Docker, spec: ServiceSpec) -> Result<String, LaunchError> {
+/// `credentials` go in the `X-Registry-Auth` header: the swarm hands them
+/// to the node that pulls the image.
+pub async fn create(
+    docker: &Docker,
+    spec: ServiceSpec,
+    credentials: Option<bollard::auth::DockerCredentials>,
+) -> Result<String, LaunchError> {
     let name = spec.name.clone().unwrap_or_default();
     let created = docker
-        .create_service(spec, None)
+        .create_service(spec, credentials)
         .await
         .map_err(|e| LaunchError::docker(format!("creating service {name}"), e))?;
     for warning in created.warnings.unwrap_or_default() {
@@ -437,7 +443,21 @@ pub async fn wait_for_container(
         if let Some(task) = newest {
             match classify(task) {
                 TaskProgress::Ready(placed) => return Ok(Wait::Ready(placed)),
-                TaskProgress::Gone => return Ok(Wait::Gone),
+                TaskProgress::Gone => {
+                    // The swarm shuts down the tasks of a node that went
+                    // down: that is a lost build, not a replaced one.
+                    if let Some(node_id) = task.node_id.as_deref().filter(|n| !n.is_empty()) {
+                        if let Ok(node) = docker.inspect_node(node_id).await {
+                            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                                return Err(LaunchError::NodeLost {
+                                    node: watch::node_name(&node, node_id),
+                                    node_id: node_id.to_string(),
+                                });
+                            }
+                        }
+                    }
+                    return Ok(Wait::Gone);
+                }
                 TaskProgress::Failed(err) => {
                     let node_id = task.node_id.clone().unwrap_or_default();
                     let node = match docker.inspect_node(&node_id).await {
@@ -474,6 +494,26 @@ pub async fn wait_for_container(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(POLL_CAP);
     }
+}
+
+/// The nodes a service's tasks were placed on (none when it cannot be
+/// listed).
+pub async fn task_nodes(docker: &Docker, service_id: &str) -> Vec<String> {
+    let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+    let tasks = docker
+        .list_tasks(Some(ListTasksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .unwrap_or_default();
+    let mut nodes: Vec<String> = tasks
+        .into_iter()
+        .filter_map(|t| t.node_id)
+        .filter(|n| !n.is_empty())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 /// Whether a service still exists.

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, ImageConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -23,6 +24,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::error::is_not_found;
+use super::registry::RegistryAuth;
 use super::{archive, LaunchError};
 use crate::spec::{Run, Service, Spec};
 
@@ -67,6 +69,8 @@ pub struct Beside<'a> {
     /// The id of the build's container.
     pub container: &'a str,
     pub labels: &'a HashMap<String, String>,
+    /// Logins for pulling the services' images (`--registry-auth`).
+    pub registry_auth: Option<&'a RegistryAuth>,
 }
 
 /// The service's command as Docker would run it: its `entrypoint` or the
@@ -161,7 +165,10 @@ async fn create_one(
     wrapper: &[u8],
 ) -> Result<String, LaunchError> {
     let name = format!("{}-{}", beside.build_name, service.name);
-    let config = image_config(docker, &service.image).await?;
+    let credentials = beside
+        .registry_auth
+        .and_then(|auth| auth.for_image(&service.image));
+    let config = image_config(docker, &service.image, credentials).await?;
     let body = container_body(service, beside, service_argv(service, config.as_ref()));
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = docker
@@ -201,10 +208,14 @@ pub async fn start(
 
 /// The image's configuration (its entrypoint and command), pulling the
 /// image when the node lacks it.
-async fn image_config(docker: &Docker, image: &str) -> Result<Option<ImageConfig>, LaunchError> {
+async fn image_config(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<Option<ImageConfig>, LaunchError> {
     let inspected = match docker.inspect_image(image).await {
         Err(e) if is_not_found(&e) => {
-            pull(docker, image).await?;
+            pull(docker, image, credentials).await?;
             docker.inspect_image(image).await
         }
         other => other,
@@ -213,9 +224,13 @@ async fn image_config(docker: &Docker, image: &str) -> Result<Option<ImageConfig
     Ok(inspected.config)
 }
 
-async fn pull(docker: &Docker, image: &str) -> Result<(), LaunchError> {
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), LaunchError> {
     let options = CreateImageOptionsBuilder::new().from_image(image).build();
-    let mut progress = docker.create_image(Some(options), None, None);
+    let mut progress = docker.create_image(Some(options), None, credentials);
     while let Some(step) = progress.next().await {
         step.map_err(|e| LaunchError::docker(format!("pulling {image}"), e))?;
     }
@@ -323,6 +338,7 @@ mod tests {
             build_id: "20261207T014000123-ab12",
             container: "c0ffee",
             labels,
+            registry_auth: None,
         }
     }
 

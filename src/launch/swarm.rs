@@ -16,8 +16,10 @@ use super::binary::{self, Binaries};
 use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
+use super::registry::RegistryAuth;
 use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
+use super::watch::{self, Ending};
 use super::{archive, LaunchError};
 use crate::facts::BuildContext;
 use crate::fsread::{self, Links};
@@ -47,6 +49,9 @@ pub struct SwarmOptions {
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
     pub wait: bool,
+    /// `--retry-lost`: how many times a build lost with its node is
+    /// launched again (with `--wait`; serve follows its own builds).
+    pub retry_lost: u32,
     pub start_timeout: Duration,
     /// Labels put on the service besides the build's own (serve records
     /// the delivery that asked for it).
@@ -54,6 +59,8 @@ pub struct SwarmOptions {
     /// Shared by concurrent launches: how many copy forgexec into their
     /// container at once (`None`: no bound, one launch per process).
     pub copy_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// `--registry-auth`: logins for pulling build and sidecar images.
+    pub registry_auth: Option<std::sync::Arc<RegistryAuth>>,
 }
 
 /// How a launch ended.
@@ -100,23 +107,79 @@ pub fn parse_spec(label: &str, bytes: &[u8], action: &str) -> Result<Spec, Launc
 
 /// Runs `forge-launch swarm`.
 pub async fn launch(opts: &SwarmOptions) -> Result<Outcome, LaunchError> {
-    let forge = Forge::new(opts.token.clone())?;
-    let reporter = Reporter {
-        forge: &forge,
-        opts,
+    launch_attempts(opts.clone()).await.1
+}
+
+/// [`launch`], also returning the options of the last attempt: a retry
+/// after a lost node has its own build id, constraints and retry label.
+pub async fn launch_attempts(opts: SwarmOptions) -> (SwarmOptions, Result<Outcome, LaunchError>) {
+    let forge = match Forge::new(opts.token.clone()) {
+        Ok(forge) => forge,
+        Err(err) => return (opts, Err(err.into())),
     };
-    let spec = match load_spec(opts, &forge).await {
+    let spec = match load_spec(&opts, &forge).await {
         Ok(spec) => spec,
         Err(err) => {
-            reporter.error(&err).await;
-            return Err(err);
+            Reporter {
+                forge: &forge,
+                opts: &opts,
+            }
+            .error(&err)
+            .await;
+            return (opts, Err(err));
         }
     };
-    let result = launch_with_spec(opts, &spec).await;
-    if let Err(err) = &result {
-        reporter.error(err).await;
+    let mut attempt = opts;
+    loop {
+        let result = launch_with_spec(&attempt, &spec).await;
+        let reporter = Reporter {
+            forge: &forge,
+            opts: &attempt,
+        };
+        match result {
+            // The lost attempt's service is gone; its final word is the
+            // retry's (only the last attempt's loss is final).
+            Err(LaunchError::NodeLost { node, node_id })
+                if retries_of(&attempt) < attempt.retry_lost =>
+            {
+                let next = retry_options(&attempt, &node_id);
+                let text = watch::retry_text(retries_of(&next), attempt.retry_lost, &node);
+                tracing::warn!("{}: {text}", plan::build_name(&attempt.build));
+                reporter.pending(&text).await;
+                attempt = next;
+            }
+            Err(err) => {
+                reporter.error(&err).await;
+                return (attempt, Err(err));
+            }
+            done => return (attempt, done),
+        }
     }
-    result
+}
+
+/// Which retry an attempt is (its [`plan::label::RETRY`] label; 0 for the
+/// first launch).
+pub fn retries_of(opts: &SwarmOptions) -> u32 {
+    opts.labels
+        .get(plan::label::RETRY)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The next attempt of a build lost with node `lost_node`: a new build id
+/// (so a new service), kept off that node, labelled with its number.
+pub fn retry_options(opts: &SwarmOptions, lost_node: &str) -> SwarmOptions {
+    let mut next = opts.clone();
+    next.build.build_id = plan::new_build_id();
+    let avoid = watch::avoid_constraint(lost_node);
+    if !next.constraints.contains(&avoid) {
+        next.constraints.push(avoid);
+    }
+    next.labels.insert(
+        plan::label::RETRY.to_string(),
+        (retries_of(opts) + 1).to_string(),
+    );
+    next
 }
 
 async fn load_spec(opts: &SwarmOptions, forge: &Forge) -> Result<Spec, LaunchError> {
@@ -147,6 +210,30 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
+    /// A `pending` status (a retry's), best effort.
+    async fn pending(&self, text: &str) {
+        let build = &self.opts.build;
+        let Some(url) = &build.status_url else {
+            return;
+        };
+        let renderer = crate::render::Renderer::new(self.forge.masker().clone());
+        let status = CommitStatus::new(
+            StatusState::Pending,
+            build.status_context.clone(),
+            renderer.text(text),
+            build.target_url.clone(),
+        );
+        if let Err(post) = self.forge.post_status(url, &status).await {
+            tracing::warn!(
+                "{}",
+                renderer.text(&format!(
+                    "could not post the pending status: {}",
+                    renderer.error(&post)
+                ))
+            );
+        }
+    }
+
     async fn error(&self, err: &LaunchError) {
         let build = &self.opts.build;
         let Some(url) = &build.status_url else {
@@ -179,7 +266,6 @@ impl Reporter<'_> {
 
 async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
-    let pr_number = build.pull_request.unwrap_or(0);
     // Refused before anything is created or removed.
     let limits = opts.resources.resolve(&spec.resources)?;
     let docker = node::connect_manager().await?;
@@ -198,7 +284,12 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
     // Before anything changes: is there a node and a binary for this build?
     let image = spec.image.clone().unwrap_or_default();
-    let platforms = binary::swarm_placement(&docker, &opts.forgexec, &image).await?;
+    let credentials = opts
+        .registry_auth
+        .as_ref()
+        .and_then(|auth| auth.for_image(&image));
+    let platforms =
+        binary::swarm_placement(&docker, &opts.forgexec, &image, credentials.clone()).await?;
 
     let name = plan::build_name(build);
     let env = plan::environment(&spec.environment, build);
@@ -224,15 +315,13 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     };
 
     // A newer push makes the running builds of this pull request stale.
-    let filter = plan::pull_request_filter(&build.owner, &build.repo, pr_number);
+    let filter = plan::lane_filter(build, &opts.labels);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
-        service::remove(&docker, &stale.id).await?;
-        // Its sidecars, where this daemon runs them (elsewhere: gc).
-        sidecar::remove(&docker, &stale.name).await;
+        remove_replaced(&docker, &local_node, &stale, &opts.node_access).await?;
     }
 
-    let id = service::create(&docker, service::service_spec(&request)).await?;
+    let id = service::create(&docker, service::service_spec(&request), credentials).await?;
     tracing::info!("created service {name} ({id})");
     after_create(opts, spec, &docker, &local_node, &id, &name).await
 }
@@ -267,6 +356,61 @@ pub async fn resume(
     }
     result
 }
+
+/// Removes a build service a newer launch replaces (the node's agent stops
+/// its container with SIGTERM and the grace period: forgexec reports the
+/// build cancelled), then its sidecars, on whichever node runs them. A node
+/// that does not answer keeps them until `gc`.
+async fn remove_replaced(
+    docker: &Docker,
+    local_node: &str,
+    replaced: &service::Listed,
+    access: &NodeAccess,
+) -> Result<(), LaunchError> {
+    let nodes = service::task_nodes(docker, &replaced.id).await;
+    service::remove(docker, &replaced.id).await?;
+    for node_id in nodes {
+        // A node that went down took them with it.
+        if let Ok(node) = docker.inspect_node(&node_id).await {
+            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                continue;
+            }
+        }
+        let reached = tokio::time::timeout(
+            NODE_CONNECT,
+            node_daemon(docker, local_node, &node_id, access),
+        )
+        .await;
+        match reached {
+            Ok(Ok(node_docker)) => {
+                let removal = sidecar::remove(&node_docker, &replaced.name);
+                if tokio::time::timeout(SIDECAR_REMOVAL, removal)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "sidecars of {} on node {node_id}: no answer; `forge-launch gc` removes them",
+                        replaced.name
+                    );
+                }
+            }
+            Ok(Err(err)) => tracing::warn!("sidecars of {}: {err}", replaced.name),
+            Err(_) => tracing::warn!(
+                "sidecars of {}: node {node_id} did not answer within {}s",
+                replaced.name,
+                NODE_CONNECT.as_secs()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// How long reaching a node's daemon may take when it is not the build's
+/// own (a replaced build's node).
+const NODE_CONNECT: Duration = Duration::from_secs(10);
+
+/// How long removing a finished build's sidecars may take.
+const SIDECAR_REMOVAL: Duration = Duration::from_secs(60);
 
 /// Runs the created service; every failure removes it again.
 async fn after_create(
@@ -311,8 +455,7 @@ async fn run_service(
     };
     // Every launcher lists after creating its own service and keeps only the
     // newest; a later launch always sees ours, so exactly one survives.
-    let filter =
-        plan::pull_request_filter(&build.owner, &build.repo, build.pull_request.unwrap_or(0));
+    let filter = plan::lane_filter(build, &opts.labels);
     let mine = service::list(docker, filter).await?;
     let keys: Vec<(String, String)> = mine
         .iter()
@@ -322,8 +465,7 @@ async fn run_service(
         Some((_, winner)) if winner == id => {
             for other in mine.iter().filter(|s| s.id != id) {
                 tracing::info!("removing older racing build {}", other.name);
-                service::remove(docker, &other.id).await?;
-                sidecar::remove(docker, &other.name).await;
+                remove_replaced(docker, local_node, other, &opts.node_access).await?;
             }
         }
         _ => {
@@ -336,6 +478,75 @@ async fn run_service(
         Wait::Ready(placed) => placed,
         Wait::Gone => return Ok(superseded()),
     };
+    // A node that goes down now never answers: the launch on it ends when
+    // the manager sees it down.
+    let node_id = placed.node_id.clone();
+    let node_docker = tokio::select! {
+        biased;
+        started = start_on_node(opts, spec, docker, local_node, name, &placed) => started?,
+        node = watch::node_lost(docker, &node_id) => {
+            return Err(LaunchError::NodeLost { node, node_id });
+        }
+    };
+    let running = Running {
+        service_id: id.to_string(),
+        node_id: placed.node_id,
+        container_id: placed.container_id,
+    };
+    if !opts.wait {
+        return Ok(Outcome::Started {
+            service: name.to_string(),
+            running,
+        });
+    }
+    let ending = tokio::select! {
+        ending = watch::to_end(docker, local_node, &running, &opts.node_access, true) => ending,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(LaunchError::Docker {
+                action: "waiting for the build".into(),
+                message: "interrupted; the service was removed".into(),
+            });
+        }
+    };
+    // Sidecars run beside the build: gone with a lost node, removed
+    // (within a bound: the node may be failing) otherwise.
+    if !matches!(ending, Ok(Ending::NodeLost { .. })) {
+        let _ = tokio::time::timeout(SIDECAR_REMOVAL, sidecar::remove(&node_docker, name)).await;
+    }
+    // A newer launch removed the service: whatever the ending, it is the
+    // newer build's turn.
+    if !service::exists(docker, id).await? {
+        return Ok(superseded());
+    }
+    let code = match ending? {
+        Ending::Exited { code, .. } => code,
+        // The caller removes the service.
+        Ending::NodeLost { node, node_id } => return Err(LaunchError::NodeLost { node, node_id }),
+        Ending::Removed => {
+            return Err(LaunchError::Docker {
+                action: format!("waiting for container {}", running.container_id),
+                message: "the container was removed before it ended".into(),
+            })
+        }
+    };
+    service::remove(docker, id).await?;
+    Ok(Outcome::Finished {
+        service: name.to_string(),
+        exit_code: code,
+    })
+}
+
+/// On the task's node: copies forgexec and the token in, starts the
+/// container and its sidecars; returns the node's daemon.
+async fn start_on_node(
+    opts: &SwarmOptions,
+    spec: &Spec,
+    docker: &Docker,
+    local_node: &str,
+    name: &str,
+    placed: &service::Placed,
+) -> Result<Docker, LaunchError> {
+    let build = &opts.build;
     let node_docker = node_daemon(docker, local_node, &placed.node_id, &opts.node_access).await?;
     // The binary and its archive are megabytes each: a service launching
     // many builds at once copies a few at a time.
@@ -376,6 +587,7 @@ async fn run_service(
         build_id: build.build_id.as_str(),
         container: &placed.container_id,
         labels: &labels,
+        registry_auth: opts.registry_auth.as_deref(),
     };
     let (copied, sidecars) = tokio::join!(
         upload(&node_docker, &placed.container_id, tar),
@@ -405,43 +617,7 @@ async fn run_service(
         tracing::error!("{err}");
     }
 
-    if !opts.wait {
-        return Ok(Outcome::Started {
-            service: name.to_string(),
-            running: Running {
-                service_id: id.to_string(),
-                node_id: placed.node_id,
-                container_id: placed.container_id,
-            },
-        });
-    }
-    let code = tokio::select! {
-        code = follow(&node_docker, &placed.container_id) => code,
-        _ = tokio::signal::ctrl_c() => {
-            return Err(LaunchError::Docker {
-                action: "waiting for the build".into(),
-                message: "interrupted; the service was removed".into(),
-            });
-        }
-    };
-    sidecar::remove(&node_docker, name).await;
-    let code = match code {
-        Ok(code) => code,
-        Err(err) => {
-            if !service::exists(docker, id).await? {
-                return Ok(superseded());
-            }
-            return Err(err);
-        }
-    };
-    if !service::exists(docker, id).await? {
-        return Ok(superseded());
-    }
-    service::remove(docker, id).await?;
-    Ok(Outcome::Finished {
-        service: name.to_string(),
-        exit_code: code,
-    })
+    Ok(node_docker)
 }
 
 /// The daemon of node `node_id`: the manager's own connection when the
@@ -542,28 +718,9 @@ pub async fn upload(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<()
 
 /// Streams the container's output to stdout and returns its exit code.
 pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError> {
-    use std::io::Write;
     // Builds outlive the per-request timeout.
     let streaming = docker.clone().with_timeout(Duration::from_secs(7 * 86_400));
-    let options = bollard::query_parameters::LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut logs = streaming.logs(container, Some(options));
-    while let Some(chunk) = logs.next().await {
-        match chunk {
-            Ok(out) => {
-                let mut stdout = std::io::stdout().lock();
-                let _ = stdout.write_all(&out.into_bytes());
-                let _ = stdout.flush();
-            }
-            Err(e) => {
-                tracing::warn!("log stream of {container} ended: {e}");
-                break;
-            }
-        }
-    }
+    stream_logs(&streaming, container).await;
     let mut wait = streaming.wait_container(
         container,
         None::<bollard::query_parameters::WaitContainerOptions>,
@@ -582,9 +739,35 @@ pub async fn follow(docker: &Docker, container: &str) -> Result<i64, LaunchError
     }
 }
 
+/// Copies the container's output to stdout until the stream ends.
+pub async fn stream_logs(docker: &Docker, container: &str) {
+    use std::io::Write;
+    let options = bollard::query_parameters::LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(container, Some(options));
+    while let Some(chunk) = logs.next().await {
+        match chunk {
+            Ok(out) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out.into_bytes());
+                let _ = stdout.flush();
+            }
+            Err(e) => {
+                tracing::warn!("log stream of {container} ended: {e}");
+                break;
+            }
+        }
+    }
+}
+
 /// `forge-launch gc`: removes forge build services (of one repository when
 /// `repo` is given) created more than `older_than` ago whose container is
-/// not running (finished, never started, or gone). Returns the names removed.
+/// not running (finished, never started, or gone), and on every node the
+/// sidecars whose build no longer runs. Returns the names of the services
+/// removed.
 pub async fn gc(
     older_than: Duration,
     repo: Option<(String, String)>,
@@ -602,10 +785,7 @@ pub async fn gc(
         Some((owner, name)) => plan::repo_filter(owner, name),
         None => plan::all_builds_filter(),
     };
-    let reaped = sidecar::reap(&docker).await;
-    if reaped > 0 {
-        tracing::info!("removed {reaped} sidecar container(s) of finished builds");
-    }
+    reap_sidecars(&docker, &local_node, access).await;
     for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())
@@ -621,6 +801,46 @@ pub async fn gc(
         }
     }
     Ok(removed)
+}
+
+/// Removes the sidecars of finished builds on every node that is up,
+/// through each node's own daemon (sidecars are plain containers beside
+/// their build, unknown to the swarm). A node that cannot be reached is
+/// logged and skipped: the next `gc` tries again.
+async fn reap_sidecars(docker: &Docker, local_node: &str, access: &NodeAccess) {
+    let nodes = match docker
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+    {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::warn!("listing the swarm's nodes for sidecars: {e}");
+            Vec::new()
+        }
+    };
+    let mut ids: Vec<String> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY)
+        })
+        .filter_map(|n| n.id)
+        .collect();
+    if !ids.iter().any(|id| id == local_node) {
+        ids.push(local_node.to_string());
+    }
+    for id in ids {
+        let node_docker = match node_daemon(docker, local_node, &id, access).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("sidecars on node {id} not reaped: {e}");
+                continue;
+            }
+        };
+        let reaped = sidecar::reap(&node_docker).await;
+        if reaped > 0 {
+            tracing::info!("removed {reaped} sidecar container(s) of finished builds on node {id}");
+        }
+    }
 }
 
 /// Whether the container of a build service is running (our start makes
@@ -648,6 +868,13 @@ pub(crate) async fn build_is_running(
             continue;
         };
         let node_id = task.node_id.unwrap_or_default();
+        // Nothing runs on a node that went down (and its daemon would not
+        // answer).
+        if let Ok(node) = docker.inspect_node(&node_id).await {
+            if watch::node_seen(&node) == watch::NodeSeen::Down {
+                continue;
+            }
+        }
         let node_docker = node_daemon(docker, local_node, &node_id, access).await?;
         match node_docker.inspect_container(&container, None).await {
             Ok(c) => {
@@ -660,4 +887,71 @@ pub(crate) async fn build_is_running(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::RawFacts;
+
+    fn options() -> SwarmOptions {
+        let build = crate::facts::validate(
+            &RawFacts::from_vars([
+                ("FORGE_OWNER", "octo"),
+                ("FORGE_REPO", "widget"),
+                ("FORGE_PULL_REQUEST", "42"),
+                ("FORGE_SHA", "0123456789abcdef0123456789abcdef01234567"),
+                ("FORGE_BUILD_ID", "B1"),
+            ]),
+            crate::facts::Mode::Container,
+            |_| false,
+        )
+        .unwrap();
+        let exe = std::env::current_exe().unwrap();
+        SwarmOptions {
+            build,
+            spec: SpecSource::Api,
+            token: None,
+            forgexec: Binaries::from_path(&exe).unwrap(),
+            networks: Vec::new(),
+            constraints: vec!["node.labels.forge.pool==ci".into()],
+            resources: ResourcePolicy::default(),
+            node_access: NodeAccess::default(),
+            registry_auth: None,
+            wait: true,
+            retry_lost: 2,
+            start_timeout: Duration::from_secs(1),
+            labels: HashMap::new(),
+            copy_slots: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_is_a_new_service_kept_off_the_lost_nodes() {
+        let opts = options();
+        assert_eq!(retries_of(&opts), 0);
+        let first = retry_options(&opts, "n1");
+        assert_ne!(first.build.build_id, opts.build.build_id);
+        assert_ne!(
+            plan::build_name(&first.build),
+            plan::build_name(&opts.build)
+        );
+        assert_eq!(first.build.sha, opts.build.sha);
+        assert_eq!(first.build.pull_request, Some(42));
+        assert_eq!(
+            first.constraints,
+            ["node.labels.forge.pool==ci", "node.id!=n1"]
+        );
+        assert_eq!(first.labels[plan::label::RETRY], "1");
+        assert_eq!(retries_of(&first), 1);
+        let second = retry_options(&first, "n2");
+        assert_eq!(
+            second.constraints,
+            ["node.labels.forge.pool==ci", "node.id!=n1", "node.id!=n2"]
+        );
+        assert_eq!(second.labels[plan::label::RETRY], "2");
+        // the same node lost again is not excluded twice
+        let again = retry_options(&first, "n1");
+        assert_eq!(again.constraints.len(), 2);
+    }
 }

@@ -1393,3 +1393,47 @@ fn a_build_that_reported_gets_no_second_final_status() {
         "{finals:?}"
     );
 }
+
+/// With several `--push-branches`, a push to one branch does not cancel
+/// the running build of another: each branch is its own line of builds.
+#[test]
+fn pushes_to_two_branches_build_side_by_side() {
+    let fx = Fixture::new(SLOW);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &["--push-branches", "master,release"]);
+    let first = fx.sha.clone();
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "master", &first));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let services = wait_services(&fx, 0, 1, Duration::from_secs(30));
+    let _g1 = guard_all(&services);
+    running_container(&services[0], Duration::from_secs(60));
+
+    let second = fx.push(SLOW);
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "release", &second));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let both = wait_services(&fx, 0, 2, Duration::from_secs(30));
+    let _g2 = guard_all(&both);
+    assert_eq!(both.len(), 2, "{both:?}\n{}", serve.log());
+    for service in &both {
+        running_container(service, Duration::from_secs(60));
+    }
+    assert!(
+        !is_final(&fx.forge.statuses(&first)),
+        "the master build was cancelled: {:?}",
+        fx.forge.statuses(&first)
+    );
+
+    // A newer push to master does supersede the master build.
+    let third = fx.push(SLOW);
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "master", &third));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let old = wait_statuses(&fx, &serve, &first, Duration::from_secs(90), is_final);
+    assert_eq!(last(&old).0, "error", "{old:?}");
+    assert!(last(&old).1.contains("cancelled"), "{old:?}");
+    let now = wait_services(&fx, 0, 2, Duration::from_secs(30));
+    let _g3 = guard_all(&now);
+    assert!(
+        !is_final(&fx.forge.statuses(&second)),
+        "the release build still runs"
+    );
+}

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 
 use super::final_status;
@@ -30,6 +29,7 @@ use crate::facts::{self, default_status_url, BuildContext, Mode, RawFacts};
 use crate::launch::event::{self, FactFlags};
 use crate::launch::forge::{CommitStatus, StatusState};
 use crate::launch::swarm::{self, Outcome, Running, SpecSource, SwarmOptions};
+use crate::launch::watch::{self, Ending};
 use crate::launch::{node, plan, service, sidecar, LaunchError};
 use crate::run::cancel::CANCEL_SIGNALS;
 
@@ -104,18 +104,47 @@ impl Lanes {
     /// The lane of a pull request's (or pushes') work.
     pub fn key(owner: &str, repo: &str, trigger: Option<&Trigger>) -> String {
         match trigger {
-            Some(Trigger::Push { .. }) => format!("{owner}/{repo} push"),
+            Some(Trigger::Push { branch }) => format!("{owner}/{repo} push {branch}"),
             Some(Trigger::PullRequest { number }) => format!("{owner}/{repo}#{number}"),
             None => format!("{owner}/{repo}"),
         }
     }
 
+    /// The lane of a build already launched.
+    pub fn key_of(build: &BuildContext) -> String {
+        let trigger = match build.pull_request {
+            Some(number) => Trigger::PullRequest { number },
+            None => Trigger::Push {
+                branch: String::new(),
+            },
+        };
+        Lanes::key(&build.owner, &build.repo, Some(&trigger))
+    }
+
     pub fn enter(serve: &Arc<Serve>, key: String) -> Ticket {
+        let lanes = serve.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        Lanes::enter_locked(serve, lanes, key)
+    }
+
+    /// A place in the lane only when no delivery is in it (one waiting
+    /// for its launch is newer than any build already running).
+    pub fn enter_if_idle(serve: &Arc<Serve>, key: String) -> Option<Ticket> {
+        let lanes = serve.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if lanes.contains_key(&key) {
+            return None;
+        }
+        Some(Lanes::enter_locked(serve, lanes, key))
+    }
+
+    fn enter_locked(
+        serve: &Arc<Serve>,
+        mut lanes: std::sync::MutexGuard<'_, HashMap<String, Lane>>,
+        key: String,
+    ) -> Ticket {
         let seq = serve
             .lanes
             .next
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut lanes = serve.lanes.lanes.lock().unwrap_or_else(|p| p.into_inner());
         let turn = match lanes.get_mut(&key) {
             Some(lane) => {
                 lane.latest = seq;
@@ -224,6 +253,7 @@ fn build_context(serve: &Serve, req: &BuildRequest) -> Result<BuildContext, Laun
         api_url: Some(opts.api_url.clone()),
         artifacts_url: opts.artifacts_url.clone(),
         target_url: opts.target_url.clone(),
+        insecure_http: FactFlags::insecure_http_from_env(),
         ..FactFlags::default()
     };
     let mut raw = flags.to_raw()?.or(req.raw.clone());
@@ -318,10 +348,6 @@ async fn try_launch(
         }
     }
     let build = build_context(serve, req)?;
-    let token = serve
-        .credentials_for(req.install_id, &req.repo)
-        .await
-        .map_err(LaunchError::from)?;
     let mut labels = HashMap::new();
     if let Some(id) = delivery {
         labels.insert(label::DELIVERY.to_string(), id.to_string());
@@ -329,23 +355,77 @@ async fn try_launch(
     if let Some(id) = req.install_id {
         labels.insert(label::INSTALLATION.to_string(), id.to_string());
     }
+    if let Trigger::Push { branch } = &req.trigger {
+        labels.insert(plan::label::BRANCH.to_string(), branch.clone());
+    }
+    let attempt = Attempt {
+        build,
+        install_id: req.install_id,
+        labels,
+        constraints: opts.constraints.clone(),
+        retry: 0,
+    };
+    start(serve, docker, attempt, accepted).await
+}
+
+/// One launch of a build: the first, or a retry after its node was lost.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub build: BuildContext,
+    pub install_id: Option<u64>,
+    /// serve's labels on the service (the delivery, the installation).
+    pub labels: HashMap<String, String>,
+    /// Where the swarm may place it: the operator's `--constraint`s and,
+    /// on a retry, off the nodes lost before.
+    pub constraints: Vec<String>,
+    /// 0 for the first launch, else which retry.
+    pub retry: u32,
+}
+
+/// Launches an attempt through `forge-launch swarm`'s path and follows it.
+async fn start(
+    serve: &Arc<Serve>,
+    docker: Docker,
+    attempt: Attempt,
+    accepted: Instant,
+) -> Result<(), LaunchError> {
+    let opts = &serve.opts;
+    let build = attempt.build.clone();
+    let token = serve
+        .credentials_for(attempt.install_id, &build.repo)
+        .await
+        .map_err(LaunchError::from)?;
+    let mut labels = attempt.labels.clone();
+    if attempt.retry > 0 {
+        labels.insert(plan::label::RETRY.to_string(), attempt.retry.to_string());
+    }
     let launch = SwarmOptions {
         build: build.clone(),
         spec: SpecSource::Api,
         token,
         forgexec: opts.forgexec.clone(),
         networks: opts.networks.clone(),
-        constraints: opts.constraints.clone(),
+        constraints: attempt.constraints.clone(),
         resources: opts.resources,
         node_access: opts.node_access.clone(),
         wait: false,
+        // A node lost while the launch waits for it: launched again at
+        // once (a loss mid-build is the watch's).
+        retry_lost: opts.retry_lost,
         start_timeout: opts.start_timeout,
         labels,
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
-    let outcome = swarm::launch(&launch).await;
+    let (last, outcome) = swarm::launch_attempts(launch).await;
     queued.abort();
+    let attempt = Attempt {
+        build: last.build.clone(),
+        retry: swarm::retries_of(&last),
+        constraints: last.constraints,
+        ..attempt
+    };
     match outcome {
         Ok(Outcome::Started { service, running }) => {
             serve.metrics.builds_launched.inc();
@@ -353,12 +433,8 @@ async fn try_launch(
                 .metrics
                 .launch_seconds
                 .observe(accepted.elapsed().as_secs_f64());
-            tracing::info!("{service}: started for {}", build.sha);
-            let watched = Watched {
-                build,
-                install_id: req.install_id,
-                running,
-            };
+            tracing::info!("{service}: started for {}", attempt.build.sha);
+            let watched = Watched { attempt, running };
             tokio::spawn(watch(Arc::clone(serve), docker, watched));
             Ok(())
         }
@@ -450,60 +526,69 @@ async fn report_queued(serve: Arc<Serve>, build: BuildContext) {
 /// A started build serve follows.
 #[derive(Debug, Clone)]
 pub struct Watched {
-    pub build: BuildContext,
-    pub install_id: Option<u64>,
+    pub attempt: Attempt,
     pub running: Running,
 }
 
 /// Waits for the build's container to end and posts the final status when
-/// forgexec could not.
-pub async fn watch(serve: Arc<Serve>, manager: Docker, watched: Watched) {
+/// forgexec could not; a build lost with its node is launched again
+/// (`--retry-lost`).
+pub fn watch(
+    serve: Arc<Serve>,
+    manager: Docker,
+    watched: Watched,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    // Boxed: a retry's launch spawns the watch of the retry.
+    Box::pin(follow_build(serve, manager, watched))
+}
+
+async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     serve.metrics.builds_running.inc();
     let ending = ending(&serve, &manager, &watched.running).await;
     serve.metrics.builds_running.dec();
-    let name = plan::build_name(&watched.build);
+    let build = &watched.attempt.build;
+    let name = plan::build_name(build);
+    let (text, exit_code) = match ending {
+        Ok(Ending::Exited {
+            code,
+            oom_killed,
+            memory_limit,
+        }) => (unreported_ending(code, oom_killed, memory_limit), code),
+        Ok(Ending::Removed) => (
+            Some("build container removed before it reported".to_string()),
+            -1,
+        ),
+        Ok(Ending::NodeLost { node, node_id }) => {
+            lost(&serve, &manager, watched, &node, &node_id).await;
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(
+                "{name}: lost track of the build: {}",
+                serve.renderer().error(&err)
+            );
+            return;
+        }
+    };
     // Its sidecars go with it, not at the next gc.
     remove_sidecars(&serve, &manager, &watched.running.node_id, &name).await;
-    match ending {
-        Ok(Ending::Reported { exit_code }) => {
+    match text {
+        None => {
             tracing::info!("{name}: forgexec reported the build");
             serve.metrics.finished("reported");
             final_status::ensure(&serve, &manager, &watched, exit_code).await;
         }
-        Ok(Ending::Unreported(text)) => {
+        Some(text) => {
             tracing::warn!("{name}: {text}");
             serve.metrics.finished("error");
             serve
-                .post(
-                    &watched.build,
-                    watched.install_id,
-                    StatusState::Error,
-                    &text,
-                )
+                .post(build, watched.attempt.install_id, StatusState::Error, &text)
                 .await;
         }
-        Err(err) => tracing::warn!(
-            "{name}: lost track of the build: {}",
-            serve.renderer().error(&err)
-        ),
     }
 }
 
-/// How often, and how far apart, a broken wait on a build is retried
-/// (the swarm marks a lost node down within about a minute).
-const WAIT_ATTEMPTS: u32 = 30;
-const WAIT_RETRY: Duration = Duration::from_secs(5);
-
-/// How a build's container ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ending {
-    /// With one of forgexec's own exit codes: it reported the build.
-    Reported { exit_code: i64 },
-    /// Without forgexec reporting: the final status serve posts.
-    Unreported(String),
-}
-
-/// How the build's container ended.
+/// How the build's container ended, or that its node went down.
 async fn ending(serve: &Serve, manager: &Docker, running: &Running) -> Result<Ending, LaunchError> {
     let local_node = manager
         .info()
@@ -512,93 +597,94 @@ async fn ending(serve: &Serve, manager: &Docker, running: &Running) -> Result<En
         .swarm
         .and_then(|s| s.node_id)
         .unwrap_or_default();
-    // A broken wait is retried while the node is up (its daemon may have
-    // restarted, or the network blinked); a node the swarm marks down ends
-    // the build.
-    let mut attempts = 0;
-    let streaming = loop {
-        let node_docker = swarm::node_daemon(
-            manager,
-            &local_node,
-            &running.node_id,
-            &serve.opts.node_access,
+    watch::to_end(
+        manager,
+        &local_node,
+        running,
+        &serve.opts.node_access,
+        false,
+    )
+    .await
+}
+
+/// A build whose node went down: launched again off that node while
+/// retries are left, else ended with `error` "node NAME went down during
+/// the build". Only the last attempt's loss is final: a retry's `pending`
+/// says which node went down, and its own final status is the build's.
+async fn lost(serve: &Arc<Serve>, manager: &Docker, watched: Watched, node: &str, node_id: &str) {
+    let attempt = watched.attempt;
+    let name = plan::build_name(&attempt.build);
+    serve.metrics.finished("lost");
+    // A newer build of the pull request replaced it meanwhile: that one
+    // reports.
+    if let Ok(false) = service::exists(manager, &watched.running.service_id).await {
+        tracing::info!("{name}: lost with node {node}, already replaced by a newer build");
+        return;
+    }
+    if attempt.retry < serve.opts.retry_lost {
+        // A delivery of the same pull request waiting for its launch is
+        // newer than this build and replaces it; else the retry takes the
+        // lane, so a delivery that comes now waits for it. The retry's
+        // launch removes the lost service (as any newer launch does), so a
+        // serve restarted meanwhile still finds the build.
+        match Lanes::enter_if_idle(serve, Lanes::key_of(&attempt.build)) {
+            Some(ticket) => {
+                retry(serve, ticket, attempt, node, node_id).await;
+                return;
+            }
+            None => tracing::info!("{name}: lost with node {node}; a newer delivery replaces it"),
+        }
+    }
+    // Nothing of it runs anywhere: its service goes now, not at gc.
+    if let Err(err) = service::remove(manager, &watched.running.service_id).await {
+        tracing::warn!("{name}: {}", serve.renderer().error(&err));
+    }
+    serve.metrics.finished("error");
+    serve
+        .post(
+            &attempt.build,
+            attempt.install_id,
+            StatusState::Error,
+            &watch::lost_text(node),
         )
         .await;
-        // Builds outlive the per-request timeout.
-        let failure = match node_docker {
-            Ok(node_docker) => {
-                let streaming = node_docker.with_timeout(Duration::from_secs(7 * 86_400));
-                let waited = streaming
-                    .wait_container(
-                        &running.container_id,
-                        None::<bollard::query_parameters::WaitContainerOptions>,
-                    )
-                    .next()
-                    .await;
-                match waited {
-                    Some(Ok(_))
-                    | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
-                        break streaming
-                    }
-                    Some(Err(e)) if crate::launch::error::is_not_found(&e) => {
-                        return Ok(Ending::Unreported(
-                            "build container removed before it reported".to_string(),
-                        ))
-                    }
-                    Some(Err(e)) => LaunchError::docker(
-                        format!("waiting for container {}", running.container_id),
-                        e,
-                    ),
-                    None => LaunchError::Docker {
-                        action: format!("waiting for container {}", running.container_id),
-                        message: "the daemon closed the wait without an exit code".into(),
-                    },
-                }
-            }
-            Err(err) => err,
-        };
-        if !node_is_up(manager, &running.node_id).await {
-            return Ok(Ending::Unreported(format!(
-                "node {} went down during the build",
-                node_name(manager, &running.node_id).await
-            )));
-        }
-        attempts += 1;
-        if attempts >= WAIT_ATTEMPTS {
-            return Err(failure);
-        }
-        tracing::debug!("{}: retrying the wait: {failure}", running.container_id);
-        tokio::time::sleep(WAIT_RETRY).await;
+}
+
+/// Launches the next attempt of a lost build, off the lost node, after
+/// posting its `pending` "retry N of M after node NAME went down".
+async fn retry(serve: &Arc<Serve>, ticket: Ticket, lost: Attempt, node: &str, node_id: &str) {
+    let _inflight = InFlight::new(serve);
+    let accepted = Instant::now();
+    let Some(_turn) = ticket.turn().await else {
+        return;
     };
-    let inspect = match streaming
-        .inspect_container(&running.container_id, None)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) if crate::launch::error::is_not_found(&e) => {
-            return Ok(Ending::Unreported(
-                "build container removed before it reported".to_string(),
-            ))
-        }
-        Err(e) => {
-            return Err(LaunchError::docker(
-                format!("inspecting container {}", running.container_id),
-                e,
-            ))
-        }
+    let Ok(_slot) = serve.launch_slots.acquire().await else {
+        return;
     };
-    let state = inspect.state.unwrap_or_default();
-    let memory = inspect
-        .host_config
-        .and_then(|h| h.memory)
-        .filter(|m| *m > 0);
-    let exit_code = state.exit_code.unwrap_or(-1);
-    Ok(
-        match unreported_ending(exit_code, state.oom_killed.unwrap_or(false), memory) {
-            Some(text) => Ending::Unreported(text),
-            None => Ending::Reported { exit_code },
-        },
-    )
+    let number = lost.retry + 1;
+    let name = plan::build_name(&lost.build);
+    let text = watch::retry_text(number, serve.opts.retry_lost, node);
+    tracing::warn!("{name}: {text}");
+    serve
+        .post(&lost.build, lost.install_id, StatusState::Pending, &text)
+        .await;
+    let mut attempt = lost;
+    attempt.retry = number;
+    attempt.build.build_id = plan::new_build_id();
+    let avoid = watch::avoid_constraint(node_id);
+    if !attempt.constraints.contains(&avoid) {
+        attempt.constraints.push(avoid);
+    }
+    let result = match node::connect_manager().await {
+        Ok(docker) => start(serve, docker, attempt, accepted).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        tracing::warn!(
+            "{name}: retry not launched: {}",
+            serve.renderer().error(&err)
+        );
+    }
 }
 
 /// Removes the sidecars of build `name` from node `node_id` (where the
@@ -618,25 +704,6 @@ async fn remove_sidecars(serve: &Serve, manager: &Docker, node_id: &str, name: &
             serve.renderer().error(&err)
         ),
     }
-}
-
-async fn node_is_up(manager: &Docker, node_id: &str) -> bool {
-    match manager.inspect_node(node_id).await {
-        Ok(node) => !matches!(
-            node.status.and_then(|s| s.state),
-            Some(bollard::models::NodeState::DOWN | bollard::models::NodeState::DISCONNECTED)
-        ),
-        Err(_) => false,
-    }
-}
-
-async fn node_name(manager: &Docker, node_id: &str) -> String {
-    manager
-        .inspect_node(node_id)
-        .await
-        .ok()
-        .and_then(|n| n.description?.hostname)
-        .unwrap_or_else(|| node_id.to_string())
 }
 
 /// Cancels the running builds of a closed pull request: removes their
@@ -784,9 +851,13 @@ async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
         let Ok(inspect) = docker.inspect_service(&svc.id, None).await else {
             continue;
         };
-        let env = inspect
-            .spec
-            .and_then(|s| s.task_template)
+        let template = inspect.spec.and_then(|s| s.task_template);
+        let constraints = template
+            .as_ref()
+            .and_then(|t| t.placement.as_ref())
+            .and_then(|p| p.constraints.clone())
+            .unwrap_or_default();
+        let env = template
             .and_then(|t| t.container_spec)
             .and_then(|c| c.env)
             .unwrap_or_default();
@@ -799,10 +870,25 @@ async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
         if build.api_url.trim_end_matches('/') != serve.opts.api_url.trim_end_matches('/') {
             continue;
         }
-        let install = svc
-            .labels
-            .get(label::INSTALLATION)
-            .and_then(|i| i.parse().ok());
+        let attempt = Attempt {
+            build,
+            install_id: svc
+                .labels
+                .get(label::INSTALLATION)
+                .and_then(|i| i.parse().ok()),
+            labels: svc
+                .labels
+                .iter()
+                .filter(|(k, _)| [label::DELIVERY, label::INSTALLATION].contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            constraints,
+            retry: svc
+                .labels
+                .get(plan::label::RETRY)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0),
+        };
         let containers = containers_of(&docker, &local_node, &svc.id, serve).await;
         let mut state = None;
         for (node_docker, id) in &containers {
@@ -817,16 +903,12 @@ async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
                     continue;
                 };
                 tracing::info!("{}: following the running build again", svc.name);
-                let watched = Watched {
-                    build,
-                    install_id: install,
-                    running,
-                };
+                let watched = Watched { attempt, running };
                 tokio::spawn(watch(Arc::clone(serve), docker.clone(), watched));
             }
             None | Some(S::CREATED) => {
                 tracing::info!("{}: finishing its launch", svc.name);
-                tokio::spawn(resume(Arc::clone(serve), build, install, svc.id, svc.name));
+                tokio::spawn(resume(Arc::clone(serve), attempt, svc.id, svc.name));
             }
             Some(_) => {}
         }
@@ -854,16 +936,11 @@ async fn running_of(docker: &Docker, service_id: &str) -> Option<Running> {
 }
 
 /// Finishes launching a build service found not started.
-async fn resume(
-    serve: Arc<Serve>,
-    build: BuildContext,
-    install_id: Option<u64>,
-    service_id: String,
-    name: String,
-) {
+async fn resume(serve: Arc<Serve>, attempt: Attempt, service_id: String, name: String) {
     let _inflight = InFlight::new(&serve);
     let started = Instant::now();
-    let token = match serve.credentials_for(install_id, &build.repo).await {
+    let build = attempt.build.clone();
+    let token = match serve.credentials_for(attempt.install_id, &build.repo).await {
         Ok(token) => token,
         Err(err) => {
             tracing::warn!("{name}: no credential to finish the launch: {err}");
@@ -877,13 +954,15 @@ async fn resume(
         token,
         forgexec: opts.forgexec.clone(),
         networks: opts.networks.clone(),
-        constraints: opts.constraints.clone(),
+        constraints: attempt.constraints.clone(),
         resources: opts.resources,
         node_access: opts.node_access.clone(),
         wait: false,
+        retry_lost: 0,
         start_timeout: opts.start_timeout,
         labels: HashMap::new(),
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     match swarm::resume(&launch, &service_id, &name).await {
         Ok(Outcome::Started { running, .. }) => {
@@ -895,11 +974,7 @@ async fn resume(
             let Ok(docker) = node::connect_manager().await else {
                 return;
             };
-            let watched = Watched {
-                build,
-                install_id,
-                running,
-            };
+            let watched = Watched { attempt, running };
             tokio::spawn(watch(Arc::clone(&serve), docker, watched));
         }
         Ok(_) => {}

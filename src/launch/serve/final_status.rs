@@ -47,7 +47,7 @@ pub fn description(outcome: &str) -> String {
 /// Posts the final status of a build that forgexec reported with
 /// `exit_code`, when the forge still shows its context `pending`.
 pub async fn ensure(serve: &Serve, manager: &Docker, watched: &Watched, exit_code: i64) {
-    let name = plan::build_name(&watched.build);
+    let name = plan::build_name(&watched.attempt.build);
     match missing(serve, manager, watched).await {
         Ok(false) => {}
         Ok(true) => {
@@ -60,8 +60,8 @@ pub async fn ensure(serve: &Serve, manager: &Docker, watched: &Watched, exit_cod
             );
             serve
                 .post(
-                    &watched.build,
-                    watched.install_id,
+                    &watched.attempt.build,
+                    watched.attempt.install_id,
                     state,
                     &description(outcome),
                 )
@@ -77,12 +77,12 @@ pub async fn ensure(serve: &Serve, manager: &Docker, watched: &Watched, exit_cod
 /// Whether the build's context on its commit still reads `pending` (or
 /// has no status) while no other build of that commit and action runs.
 async fn missing(serve: &Serve, manager: &Docker, watched: &Watched) -> Result<bool, LaunchError> {
-    let build = &watched.build;
+    let build = &watched.attempt.build;
     if build.status_url.is_none() {
         return Ok(false);
     }
     let token = serve
-        .credentials_for(watched.install_id, &build.repo)
+        .credentials_for(watched.attempt.install_id, &build.repo)
         .await?;
     let state = Forge::new(token)?
         .latest_state(
@@ -106,7 +106,7 @@ async fn another_build_runs(
     manager: &Docker,
     watched: &Watched,
 ) -> Result<bool, LaunchError> {
-    let build = &watched.build;
+    let build = &watched.attempt.build;
     let local_node = manager
         .info()
         .await

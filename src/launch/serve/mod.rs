@@ -48,7 +48,11 @@ pub struct ServeOptions {
     pub constraints: Vec<String>,
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
+    /// `--registry-auth`: logins for pulling build and sidecar images.
+    pub registry_auth: Option<std::sync::Arc<super::registry::RegistryAuth>>,
     pub start_timeout: Duration,
+    /// How many times a build whose node went down is launched again.
+    pub retry_lost: u32,
     /// Finished build services older than this are removed.
     pub retention: Duration,
     /// How often finished services are looked for.

@@ -243,7 +243,8 @@ struct Inner {
 
 struct Shared {
     token: String,
-    port: u16,
+    /// `IP:PORT` the server is reached at (its own URLs name it).
+    addr: SocketAddr,
     inner: Mutex<Inner>,
     changed: Condvar,
     stop: AtomicBool,
@@ -266,11 +267,18 @@ impl ForgeServer {
     /// Starts on 127.0.0.1 with an ephemeral port; requests to `/repos/...`
     /// must carry `Authorization: Bearer <token>` or `token <token>`.
     pub fn start(token: &str) -> ForgeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for ForgeServer");
+        ForgeServer::start_on(token, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// The same on `ip` (e.g. the host's address on a test network, for
+    /// builds running in containers of other daemons).
+    pub fn start_on(token: &str, ip: std::net::IpAddr) -> ForgeServer {
+        let listener = TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("bind {ip}:0 for ForgeServer: {e}"));
         let addr = listener.local_addr().expect("local_addr of ForgeServer");
         let shared = Arc::new(Shared {
             token: token.to_string(),
-            port: addr.port(),
+            addr,
             inner: Mutex::new(Inner {
                 next_id: 1,
                 ..Inner::default()
@@ -286,7 +294,7 @@ impl ForgeServer {
         ForgeServer { addr, shared }
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash): the API base URL.
+    /// `http://IP:PORT` (no trailing slash): the API base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -986,8 +994,8 @@ fn answer(
                 headers: vec![(
                     "Location".into(),
                     format!(
-                        "http://127.0.0.1:{}/codeload/{owner}/{repo}/legacy.zip/{sha}",
-                        shared.port
+                        "http://{}/codeload/{owner}/{repo}/legacy.zip/{sha}",
+                        shared.addr
                     ),
                 )],
                 body: Vec::new(),
@@ -1017,7 +1025,7 @@ fn answer(
             };
             let git_ref = query_param(&req.target, "ref").unwrap_or("main");
             let name = path.rsplit('/').next().unwrap_or(path);
-            let base = format!("http://127.0.0.1:{}", shared.port);
+            let base = format!("http://{}", shared.addr);
             Response::json(
                 200,
                 json!({
@@ -1084,7 +1092,7 @@ fn create_status(params: &[String], json: Option<Value>, shared: &Shared) -> Res
     let mut inner = shared.lock();
     let id = inner.next_id;
     inner.next_id += 1;
-    let base = format!("http://127.0.0.1:{}", shared.port);
+    let base = format!("http://{}", shared.addr);
     let status = json!({
         "url": format!("{base}/repos/{owner}/{repo}/statuses/{sha}"),
         "avatar_url": Value::Null,
