@@ -132,10 +132,22 @@ pub enum ServiceLogError {
     NoAnswer,
 }
 
+/// Longest a connection may take to be accepted.
+const CONNECT_WITHIN: Duration = Duration::from_secs(1);
+
 /// Connects to `name` and sends `request` (`tail` or `watch`).
 pub fn request(name: &str, request: &str) -> Result<UnixStream, ServiceLogError> {
     let address = address(name).map_err(ServiceLogError::Unreachable)?;
-    let mut stream = UnixStream::connect_addr(&address).map_err(ServiceLogError::Unreachable)?;
+    // A listener that never accepts (its backlog full) would block a unix
+    // connect for ever: it runs aside, and is given up after a while.
+    let (sent, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(UnixStream::connect_addr(&address));
+    });
+    let mut stream = match connected.recv_timeout(CONNECT_WITHIN) {
+        Ok(result) => result.map_err(ServiceLogError::Unreachable)?,
+        Err(_) => return Err(ServiceLogError::TooSlow(CONNECT_WITHIN)),
+    };
     stream
         .set_write_timeout(Some(Duration::from_secs(1)))
         .map_err(ServiceLogError::Io)?;
@@ -243,5 +255,20 @@ mod tests {
         let a = socket_name(&long, "db");
         let b = socket_name(&long, "web");
         assert!(a.len() <= 100 && a != b);
+    }
+
+    #[test]
+    fn a_wrapper_that_never_answers_costs_a_bounded_wait() {
+        let name = socket_name(&format!("silent-{}", std::process::id()), "db");
+        let _listener = std::os::unix::net::UnixListener::bind_addr(&address(&name).expect("name"))
+            .expect("bind");
+        let started = Instant::now();
+        let err = tail(&name, Duration::from_millis(300)).expect_err("no answer");
+        assert!(matches!(err, ServiceLogError::TooSlow(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(matches!(
+            tail(&socket_name("nobody", "db"), Duration::from_secs(1)),
+            Err(ServiceLogError::Unreachable(_))
+        ));
     }
 }
