@@ -42,6 +42,19 @@ enum Command {
     /// Manage and run the git pre-push hook.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// The entrypoint forge-launch gives a sidecar service's container: runs
+    /// the service's command and tells the build its last lines and exit.
+    #[command(hide = true)]
+    Sidecar {
+        /// The build's FORGE_BUILD_ID.
+        #[arg(long)]
+        build: String,
+        /// The service's name in .forge.yml.
+        name: String,
+        /// The service's command.
+        #[arg(last = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -152,6 +165,9 @@ pub fn main() -> ExitCode {
             ExitCode::from(print_run(crate::local::run(&options)))
         }
         Some(Command::Hook(hook)) => ExitCode::from(run_hook(hook)),
+        Some(Command::Sidecar { build, name, argv }) => {
+            ExitCode::from(crate::services::wrapper::run(&build, &name, &argv))
+        }
         None => {
             // The token will live in this process's memory: keep same-user
             // build commands out of /proc/<pid>/mem and /proc/<pid>/environ.

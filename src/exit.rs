@@ -11,6 +11,9 @@ pub const FAILED: u8 = 1;
 pub const INVALID: u8 = 2;
 /// Infrastructure: the forge, the artifact store, Docker, the file system.
 pub const INFRASTRUCTURE: u8 = 3;
+/// The build passed, but its final status could not be posted: whoever
+/// watches the container (`forge-launch serve`) may still post `success`.
+pub const UNPOSTED: u8 = 4;
 
 /// The code of a build cancelled by `signal`: 128 + its number, as a shell
 /// reports a process killed by it.

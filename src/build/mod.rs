@@ -26,6 +26,7 @@ use crate::run::cancel::Cancellation;
 use crate::run::output::{ConsoleMode, Masker, OutputSink};
 use crate::run::{format_duration, Runner, RunnerConfig, Stage, StageResult};
 use crate::secret::Secret;
+use crate::services::logs::ServiceLogs;
 use crate::services::{self, ServiceWaitError};
 use crate::spec::{self, Command, Spec};
 use crate::status::StatusReporter;
@@ -90,6 +91,9 @@ pub struct BuildOptions {
     pub fetch_missing_source: bool,
     /// Globs never collected as artifacts (the local artifact folder).
     pub artifact_excludes: Vec<String>,
+    /// Ask the sidecars' wrappers for their output (CI: the launcher
+    /// started them with `forgexec sidecar`).
+    pub service_logs: bool,
 }
 
 impl Default for BuildOptions {
@@ -99,6 +103,7 @@ impl Default for BuildOptions {
             progress: None,
             fetch_missing_source: true,
             artifact_excludes: Vec::new(),
+            service_logs: true,
         }
     }
 }
@@ -262,7 +267,7 @@ impl Build {
                     &err,
                 );
                 match verdict {
-                    Verdict::Passed(_) => exit::INFRASTRUCTURE,
+                    Verdict::Passed(_) => exit::UNPOSTED,
                     other => other.exit_code(),
                 }
             }
@@ -331,10 +336,19 @@ impl Build {
             self.ctx.build_id
         ));
 
-        let verdict = match self.wait_for_services(&spec, &sink, statuses) {
+        let service_logs = (self.options.service_logs && !spec.services.is_empty())
+            .then(|| ServiceLogs::watch(self.ctx.build_id.as_str(), &spec.services, &sink));
+        let verdict = match self.wait_for_services(&spec, &sink, statuses, service_logs.as_ref()) {
             Some(stopped) => stopped,
             None => self.verdict(&self.run_stages(&spec, &commands, &sink, statuses)),
         };
+        if let (Verdict::Failed(_), Some(logs)) = (&verdict, &service_logs) {
+            // The usual answer to "why did my test fail" is in a service's log.
+            for service in &spec.services {
+                logs.write_tail(&service.name, &sink);
+            }
+        }
+        drop(service_logs);
         let publisher = Publisher::new(store, &self.ctx, scratch.path());
         let verdict = self.collect_artifacts(verdict, &spec, &publisher, &sink, statuses);
         sink.line(&format!(
@@ -366,6 +380,7 @@ impl Build {
         spec: &Spec,
         sink: &OutputSink,
         statuses: &StatusReporter,
+        logs: Option<&ServiceLogs>,
     ) -> Option<Verdict> {
         let commands_run = self.options.stages.setup || self.options.stages.test;
         if !commands_run || !services::any_ports(&spec.services) {
@@ -399,6 +414,9 @@ impl Build {
             }),
             Err(err) => {
                 sink.line(&format!("==> {err}"));
+                if let (ServiceWaitError::NotReady { service, .. }, Some(logs)) = (&err, logs) {
+                    logs.write_tail(service, sink);
+                }
                 Some(Verdict::Stopped(BuildError::ServiceNotReady(err)))
             }
         }
@@ -677,10 +695,20 @@ impl Build {
                 .iter()
                 .find(|(k, _)| k == name.as_str())
                 .map(|(_, v)| v.to_string_lossy().into_owned());
+            // A service's variable of that name is as secret.
+            let of_services: Vec<String> = spec
+                .services
+                .iter()
+                .filter_map(|s| s.environment.get(name).cloned())
+                .collect();
             match spec.environment.get(name).cloned().or(from_image) {
                 Some(value) => values.push(value),
-                None => tracing::warn!("secret `{name}` is not set; nothing to mask"),
+                None if of_services.is_empty() => {
+                    tracing::warn!("secret `{name}` is not set; nothing to mask")
+                }
+                None => {}
             }
+            values.extend(of_services);
         }
         values
     }

@@ -131,6 +131,19 @@ pub fn executor_archive(
     tar.into_inner()
 }
 
+/// `/forgexec` alone (mode 0755, root's): the sidecars' wrapper.
+pub fn forgexec_archive(forgexec: &[u8]) -> io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::with_capacity(forgexec.len() + 1024));
+    let mut h = header(
+        tar::EntryType::Regular,
+        0o755,
+        forgexec.len() as u64,
+        Owner::ROOT,
+    );
+    tar.append_data(&mut h, FORGEXEC_PATH, forgexec)?;
+    tar.into_inner()
+}
+
 /// An archive of `files` (paths relative to `root`) under
 /// `forge/workspace/`, to be extracted at `/`, owned by `owner`. Symbolic
 /// links stay links.

@@ -462,6 +462,7 @@ pub async fn swarm_placement(
     docker: &Docker,
     binaries: &Binaries,
     image: &str,
+    credentials: Option<bollard::auth::DockerCredentials>,
 ) -> Result<Vec<Platform>, LaunchError> {
     let nodes = docker
         .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
@@ -481,7 +482,7 @@ pub async fn swarm_placement(
                 .and_then(|p| p.architecture.clone())
         })
         .collect();
-    let image_platforms = registry_platforms(docker, image).await;
+    let image_platforms = registry_platforms(docker, image, credentials).await;
     let arches = binaries.placement(image, image_platforms.as_deref(), &node_arches)?;
     Ok(platforms(&arches))
 }
@@ -490,9 +491,16 @@ pub async fn swarm_placement(
 /// create` puts into `Placement.Platforms`); `None` when the registry
 /// cannot be asked (a local image, no network, private without
 /// credentials): the placement then only requires a binary.
-async fn registry_platforms(docker: &Docker, image: &str) -> Option<Vec<String>> {
-    let asked =
-        tokio::time::timeout(REGISTRY_TIMEOUT, docker.inspect_registry_image(image, None)).await;
+async fn registry_platforms(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<bollard::auth::DockerCredentials>,
+) -> Option<Vec<String>> {
+    let asked = tokio::time::timeout(
+        REGISTRY_TIMEOUT,
+        docker.inspect_registry_image(image, credentials),
+    )
+    .await;
     match asked {
         Ok(Ok(found)) => {
             let names: Vec<String> = found

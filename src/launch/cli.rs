@@ -13,6 +13,7 @@ use super::container::{self, LocalOptions};
 use super::event::{self, parse_event, FactFlags};
 use super::node::NodeAccess;
 use super::plan;
+use super::registry::RegistryAuth;
 use super::serve::app::{App, Credentials};
 use super::serve::webhook::PushPolicy;
 use super::serve::{self, ServeError, ServeOptions};
@@ -105,6 +106,11 @@ struct PlacementArgs {
     /// Swarm placement constraint for every build (repeatable), e.g. node.labels.forge.pool==ci.
     #[arg(long = "constraint", value_name = "EXPR")]
     constraints: Vec<String>,
+    /// Registry logins for pulling build and sidecar images: a Docker client
+    /// config (`auths`, as `docker login` writes it), passed to the swarm
+    /// as X-Registry-Auth.
+    #[arg(long, value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
     /// How many times a build whose node went down is launched again, on another node
     /// (swarm: with --wait).
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -360,6 +366,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         api_url: args.common.api_url,
         artifacts_url: args.common.artifacts_url,
         target_url: args.common.target_url,
+        insecure_http: FactFlags::insecure_http_from_env(),
     };
     let build = event::resolve(flags.to_raw()?.or(from_event), &plan::new_build_id(), true)?;
     let wait = args.wait;
@@ -380,6 +387,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         start_timeout: args.placement.start_timeout,
         labels: Default::default(),
         copy_slots: None,
+        registry_auth: registry_auth(args.placement.registry_auth.as_deref())?,
     };
     match swarm::launch(&opts).await? {
         Outcome::Started { service, .. } => {
@@ -449,6 +457,7 @@ async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchE
         // use is also what it reserves.
         resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
+        registry_auth: registry_auth(args.placement.registry_auth.as_deref())?,
         start_timeout: args.placement.start_timeout,
         retry_lost: args.placement.retry_lost,
         retention: args.retention,
@@ -538,6 +547,11 @@ fn read_token(path: Option<&Path>) -> Result<Option<Secret>, LaunchError> {
         });
     }
     Ok(Some(Secret::new(token)))
+}
+
+fn registry_auth(path: Option<&Path>) -> Result<Option<std::sync::Arc<RegistryAuth>>, LaunchError> {
+    path.map(|path| RegistryAuth::load(path).map(std::sync::Arc::new))
+        .transpose()
 }
 
 fn node_access(tls: &TlsArgs) -> NodeAccess {

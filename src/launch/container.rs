@@ -287,22 +287,39 @@ async fn run_container(
         .map_err(|e| LaunchError::io("archiving the working tree", e))?;
     let executor = archive::executor_archive(forgexec, opts.token.as_ref(), owner)
         .map_err(|e| LaunchError::io("building the executor archive", e))?;
-    upload(docker, id, workspace).await?;
-    upload(docker, id, executor).await?;
+    // The sidecars are made while the build's files are copied; they start
+    // once its container runs (they join its network).
+    let beside = sidecar::Beside {
+        build_name: sidecars.build_name,
+        build_id: build.build_id.as_str(),
+        container: id,
+        labels: sidecars.labels,
+        registry_auth: None,
+    };
+    let create = async {
+        if sidecars.spec.services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wrapper = archive::forgexec_archive(forgexec)
+            .map_err(|e| LaunchError::io("building the sidecar archive", e))?;
+        sidecar::create(docker, sidecars.spec, &beside, &wrapper).await
+    };
+    let copy = async {
+        upload(docker, id, workspace).await?;
+        upload(docker, id, executor).await
+    };
+    let (copied, created) = tokio::join!(copy, create);
+    copied?;
     docker
         .start_container(id, None)
         .await
         .map_err(|e| LaunchError::docker(format!("starting container {id}"), e))?;
     // forgexec waits for their ports and reports one that never opens.
-    if let Err(err) = sidecar::start(
-        docker,
-        sidecars.spec,
-        sidecars.build_name,
-        id,
-        sidecars.labels,
-    )
-    .await
-    {
+    if let Err(err) = match created {
+        Ok(created) if created.is_empty() => Ok(()),
+        Ok(created) => sidecar::start(docker, &created, sidecars.build_name).await,
+        Err(err) => Err(err),
+    } {
         tracing::error!("{err}");
     }
     let exit_code = tokio::select! {

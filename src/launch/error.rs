@@ -210,7 +210,7 @@ fn task_timeout_text(service: &str, seconds: u64, state: &str) -> String {
                 format!(" (the swarm says: {reason})")
             };
             format!(
-                "the build task of service {service} was still queued after {seconds}s: no node can take it{why};                  no node satisfies the --constraint, has the reserved CPUs and memory free, or has the image's platform;                  the service was removed; free or add a node, or raise --start-timeout"
+                "the build task of service {service} was still queued after {seconds}s: no node can take it{why}; no node satisfies the --constraint, has the reserved CPUs and memory free, or has the image's platform; the service was removed; free or add a node, or raise --start-timeout"
             )
         }
         None => format!(
@@ -272,6 +272,10 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("--constraint"), "{msg}");
+        assert!(
+            !msg.contains("  "),
+            "one line of text, no runs of blanks: {msg}"
+        );
         let err = LaunchError::TaskTimeout {
             service: "s".into(),
             seconds: 5,

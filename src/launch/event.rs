@@ -23,9 +23,20 @@ pub struct FactFlags {
     pub api_url: Option<String>,
     pub artifacts_url: Option<String>,
     pub target_url: Option<String>,
+    /// `FORGE_INSECURE_HTTP` of the launcher's environment: lets the
+    /// token travel over plain HTTP to a forge that is not on loopback
+    /// (a trusted network); the build gets the same setting.
+    pub insecure_http: Option<String>,
 }
 
 impl FactFlags {
+    /// `FORGE_INSECURE_HTTP` as the launcher's environment sets it.
+    pub fn insecure_http_from_env() -> Option<String> {
+        std::env::var(var::INSECURE_HTTP)
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
+
     /// The flags as raw facts (`--repo` split into owner and name).
     pub fn to_raw(&self) -> Result<RawFacts, LaunchError> {
         let (owner, repo) = match &self.repo {
@@ -47,6 +58,7 @@ impl FactFlags {
             api_url: self.api_url.clone(),
             artifacts_url: self.artifacts_url.clone(),
             target_url: self.target_url.clone(),
+            insecure_http: self.insecure_http.clone(),
             ..RawFacts::default()
         })
     }
@@ -248,6 +260,24 @@ mod tests {
         let pr = resolved(flags.to_raw().unwrap()).unwrap();
         assert_eq!(pr.owner, "o");
         assert_eq!(pr.status_url, None);
+    }
+
+    #[test]
+    fn forge_insecure_http_allows_a_plain_http_forge_on_the_network() {
+        let flags = |insecure: Option<&str>| FactFlags {
+            repo: Some("o/r".into()),
+            pr: Some(1),
+            sha: Some("abcdef1234abcdef1234abcdef1234abcdef1234".into()),
+            api_url: Some("http://10.0.0.9:8080".into()),
+            insecure_http: insecure.map(String::from),
+            ..FactFlags::default()
+        };
+        let err = resolved(flags(None).to_raw().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("FORGE_INSECURE_HTTP=1"), "{err}");
+        let ok = resolved(flags(Some("1")).to_raw().unwrap()).unwrap();
+        assert!(ok.insecure_http);
+        assert_eq!(ok.api_url, "http://10.0.0.9:8080");
+        assert!(resolved(flags(Some("maybe")).to_raw().unwrap()).is_err());
     }
 
     #[test]

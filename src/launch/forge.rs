@@ -24,6 +24,20 @@ use crate::secret::Secret;
 /// base64 with GitHub's line breaks.
 const SPEC_ANSWER_LIMIT: usize = 2 * crate::spec::MAX_FILE_BYTES;
 
+/// Most bytes of a commit's status list read (100 statuses of GitHub's
+/// JSON are about 100 KB).
+const STATUS_LIST_LIMIT: usize = 1 << 20;
+
+/// The state of the first status of `context` in a status list (newest
+/// first, as GitHub gives it); `None` when it has none.
+pub fn newest_state_of(body: &[u8], context: &str) -> Result<Option<String>, serde_json::Error> {
+    let list: Vec<Value> = serde_json::from_slice(body)?;
+    Ok(list
+        .iter()
+        .find(|s| s.get("context").and_then(Value::as_str) == Some(context))
+        .and_then(|s| s.get("state")?.as_str().map(str::to_string)))
+}
+
 /// A client for the GitHub-compatible forge API.
 pub struct Forge {
     http: reqwest::Client,
@@ -140,6 +154,40 @@ impl Forge {
         })
         .await
         .map_err(ForgeError::Http)
+    }
+
+    /// The state of the newest status of `context` on `sha`
+    /// (`GET {api}/repos/{owner}/{repo}/commits/{sha}/statuses`, newest
+    /// first, the first 100), or `None` when it has none.
+    pub async fn latest_state(
+        &self,
+        api_url: &str,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+        context: &str,
+    ) -> Result<Option<String>, ForgeError> {
+        let url = format!(
+            "{}/repos/{owner}/{repo}/commits/{sha}/statuses?per_page=100",
+            api_url.trim_end_matches('/')
+        );
+        let url = url.as_str();
+        let body = self
+            .retry("GET", url, RetryPolicy::default(), |left| async move {
+                let request = self
+                    .request(reqwest::Method::GET, url, left)
+                    .header("Accept", "application/vnd.github+json");
+                let response = self.send("GET", url, request).await?;
+                read_bounded(response, STATUS_LIST_LIMIT)
+                    .await
+                    .map_err(|e| transport_error("GET", url, e))
+            })
+            .await
+            .map_err(ForgeError::Http)?;
+        newest_state_of(&body, context).map_err(|e| ForgeError::Contents {
+            url: redact_url(url),
+            problem: ContentsProblem::Json(e),
+        })
     }
 
     /// A request with the token, bounded to the time left in its budget.
@@ -310,6 +358,26 @@ fn decode_contents_json(body: &[u8]) -> Result<Vec<u8>, ContentsProblem> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_newest_status_of_a_context_decides() {
+        let list = br#"[
+            {"context": "forge/lint", "state": "success"},
+            {"context": "forge/execute", "state": "pending"},
+            {"context": "forge/execute", "state": "failure"}
+        ]"#;
+        assert_eq!(
+            super::newest_state_of(list, "forge/execute").unwrap(),
+            Some("pending".to_string())
+        );
+        assert_eq!(super::newest_state_of(list, "forge/other").unwrap(), None);
+        assert_eq!(
+            super::newest_state_of(b"[]", "forge/execute").unwrap(),
+            None
+        );
+        assert!(super::newest_state_of(b"{\"message\": 1}", "x").is_err());
+        assert!(super::newest_state_of(b"[{\"context\": ", "x").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -23,6 +23,7 @@ pub mod event;
 pub mod forge;
 pub mod node;
 pub mod plan;
+pub mod registry;
 pub mod serve;
 pub mod service;
 pub mod sidecar;

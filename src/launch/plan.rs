@@ -14,6 +14,9 @@ pub mod label {
     pub const SHA: &str = "forge.sha";
     pub const ACTION: &str = "forge.action";
     pub const BUILD_ID: &str = "forge.build_id";
+    /// The branch of a push build: pushes to different branches are
+    /// separate lines of builds, each superseding only its own.
+    pub const BRANCH: &str = "forge.branch";
     /// On a build launched again after its node went down: which retry.
     pub const RETRY: &str = "forge.retry";
 }
@@ -140,6 +143,25 @@ pub fn pull_request_filter(owner: &str, repo: &str, pr: u64) -> HashMap<String, 
             format!("{}={pr}", label::PULL_REQUEST),
         ],
     )])
+}
+
+/// The list filter matching the builds a new one supersedes: those of its
+/// pull request or, for a push build with a `forge.branch` label among
+/// `labels`, those of its branch.
+pub fn lane_filter(
+    build: &BuildContext,
+    labels: &HashMap<String, String>,
+) -> HashMap<String, Vec<String>> {
+    let mut filter =
+        pull_request_filter(&build.owner, &build.repo, build.pull_request.unwrap_or(0));
+    if build.pull_request.is_none() {
+        if let Some(branch) = labels.get(label::BRANCH) {
+            if let Some(values) = filter.get_mut("label") {
+                values.push(format!("{}={branch}", label::BRANCH));
+            }
+        }
+    }
+    filter
 }
 
 /// The list filter matching every build service of one repository.
@@ -285,6 +307,24 @@ mod tests {
         }
         assert_eq!(labels[label::ACTION], "lint");
         assert_eq!(labels[label::SHA], pr().sha.as_str());
+    }
+
+    #[test]
+    fn push_builds_supersede_only_their_own_branch() {
+        let branch = HashMap::from([(label::BRANCH.to_string(), "release".to_string())]);
+        // A pull request's lane ignores any branch label.
+        let lane = lane_filter(&pr(), &branch);
+        assert_eq!(lane, pull_request_filter("octo", "widget", 42));
+        let mut push = pr();
+        push.pull_request = None;
+        let lane = lane_filter(&push, &branch);
+        assert!(lane["label"].contains(&"forge.pull_request=0".to_string()));
+        assert!(lane["label"].contains(&"forge.branch=release".to_string()));
+        // Without a branch: every push build of the repository.
+        assert_eq!(
+            lane_filter(&push, &HashMap::new()),
+            pull_request_filter("octo", "widget", 0)
+        );
     }
 
     #[test]

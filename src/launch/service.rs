@@ -266,10 +266,16 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<bool, LaunchError> {
 }
 
 /// Creates the service; returns its id.
-pub async fn create(docker: &Docker, spec: ServiceSpec) -> Result<String, LaunchError> {
+/// `credentials` go in the `X-Registry-Auth` header: the swarm hands them
+/// to the node that pulls the image.
+pub async fn create(
+    docker: &Docker,
+    spec: ServiceSpec,
+    credentials: Option<bollard::auth::DockerCredentials>,
+) -> Result<String, LaunchError> {
     let name = spec.name.clone().unwrap_or_default();
     let created = docker
-        .create_service(spec, None)
+        .create_service(spec, credentials)
         .await
         .map_err(|e| LaunchError::docker(format!("creating service {name}"), e))?;
     for warning in created.warnings.unwrap_or_default() {

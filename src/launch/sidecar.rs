@@ -6,10 +6,16 @@
 //! labelled with the build so that they go when it goes: removed when the
 //! launcher sees the build end, and reaped by `gc` when their build
 //! container no longer runs.
+//!
+//! Each runs `/forgexec sidecar` (copied in before it starts, as into the
+//! build container) wrapped around the service's own command, so that the
+//! build's forgexec, which has no Docker access, can put the service's
+//! output into the build log ([`crate::services::wrapper`]).
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, ImageConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder,
@@ -18,7 +24,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::error::is_not_found;
-use super::LaunchError;
+use super::registry::RegistryAuth;
+use super::{archive, LaunchError};
 use crate::spec::{Run, Service, Spec};
 
 /// Label: the name of the build (service or container) a sidecar belongs to.
@@ -53,13 +60,47 @@ fn argv(run: &Run) -> Vec<String> {
     }
 }
 
-/// The container of one service, joined to `build_container`'s network.
+/// Where a build and its services are.
+pub struct Beside<'a> {
+    /// The build's service (swarm) or container (local) name.
+    pub build_name: &'a str,
+    /// Its FORGE_BUILD_ID (names the services' sockets).
+    pub build_id: &'a str,
+    /// The id of the build's container.
+    pub container: &'a str,
+    pub labels: &'a HashMap<String, String>,
+    /// Logins for pulling the services' images (`--registry-auth`).
+    pub registry_auth: Option<&'a RegistryAuth>,
+}
+
+/// The service's command as Docker would run it: its `entrypoint` or the
+/// image's, followed by its `command`, or the image's when it sets no
+/// entrypoint (an entrypoint given clears the image's command, as in
+/// Docker).
+fn service_argv(service: &Service, image: Option<&ImageConfig>) -> Vec<String> {
+    let image_entrypoint = image.and_then(|c| c.entrypoint.clone()).unwrap_or_default();
+    let image_cmd = image.and_then(|c| c.cmd.clone()).unwrap_or_default();
+    let mut full = match &service.entrypoint {
+        Some(run) => argv(run),
+        None => image_entrypoint,
+    };
+    match (&service.command, &service.entrypoint) {
+        (Some(run), _) => full.extend(argv(run)),
+        (None, None) => full.extend(image_cmd),
+        (None, Some(_)) => {}
+    }
+    full
+}
+
+/// The container of one service, joined to the build container's network,
+/// its entrypoint the wrapper around `argv`.
 fn container_body(
     service: &Service,
-    build_name: &str,
-    build_container: &str,
-    labels: &HashMap<String, String>,
+    beside: &Beside<'_>,
+    argv: Vec<String>,
 ) -> ContainerCreateBody {
+    let (build_name, build_container, labels) =
+        (beside.build_name, beside.container, beside.labels);
     let mut labels = labels.clone();
     labels.insert(LABEL_OF.into(), build_name.into());
     labels.insert(LABEL_CONTAINER.into(), build_container.into());
@@ -69,10 +110,18 @@ fn container_body(
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    let mut entrypoint = vec![
+        format!("/{}", archive::FORGEXEC_PATH),
+        "sidecar".to_string(),
+        "--build".to_string(),
+        beside.build_id.to_string(),
+        service.name.clone(),
+        "--".to_string(),
+    ];
+    entrypoint.extend(argv);
     ContainerCreateBody {
         image: Some(service.image.clone()),
-        cmd: service.command.as_ref().map(argv),
-        entrypoint: service.entrypoint.as_ref().map(argv),
+        entrypoint: Some(entrypoint),
         env: (!env.is_empty()).then_some(env),
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -83,70 +132,105 @@ fn container_body(
     }
 }
 
-/// Starts every service of `spec` beside `build_container` on `docker` (the
-/// build's node), pulling an image the node lacks. Returns the ids of the
-/// containers started; on an error the ones already started are removed.
-pub async fn start(
+/// Creates the container of every service of `spec` beside the build's
+/// container on `docker` (the build's node), pulling an image the node
+/// lacks, and copies `wrapper` ([`archive::forgexec_archive`]) into each;
+/// [`start`] starts them once the build's container runs. This can happen
+/// while the build's container is being prepared: only the start is on the
+/// way to the build's first command. On an error the ones already created
+/// are removed. Returns their ids.
+pub async fn create(
     docker: &Docker,
     spec: &Spec,
-    build_name: &str,
-    build_container: &str,
-    labels: &HashMap<String, String>,
+    beside: &Beside<'_>,
+    wrapper: &[u8],
 ) -> Result<Vec<String>, LaunchError> {
-    let mut started = Vec::new();
+    let mut created = Vec::new();
     for service in &spec.services {
-        match start_one(docker, service, build_name, build_container, labels).await {
-            Ok(id) => started.push(id),
+        match create_one(docker, service, beside, wrapper).await {
+            Ok(id) => created.push(id),
             Err(err) => {
-                remove(docker, build_name).await;
+                remove(docker, beside.build_name).await;
                 return Err(err);
             }
         }
     }
-    Ok(started)
+    Ok(created)
 }
 
-async fn start_one(
+async fn create_one(
     docker: &Docker,
     service: &Service,
-    build_name: &str,
-    build_container: &str,
-    labels: &HashMap<String, String>,
+    beside: &Beside<'_>,
+    wrapper: &[u8],
 ) -> Result<String, LaunchError> {
-    let name = format!("{build_name}-{}", service.name);
+    let name = format!("{}-{}", beside.build_name, service.name);
+    let credentials = beside
+        .registry_auth
+        .and_then(|auth| auth.for_image(&service.image));
+    let config = image_config(docker, &service.image, credentials).await?;
+    let body = container_body(service, beside, service_argv(service, config.as_ref()));
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
-    let body = container_body(service, build_name, build_container, labels);
-    let created = match docker
-        .create_container(Some(options.clone()), body.clone())
+    let created = docker
+        .create_container(Some(options), body)
         .await
-    {
-        Err(e) if is_not_found(&e) => {
-            pull(docker, &service.image).await?;
-            docker.create_container(Some(options), body).await
-        }
-        other => other,
-    }
-    .map_err(|e| {
-        LaunchError::docker(
-            format!("creating service `{}` from {}", service.name, service.image),
-            e,
-        )
-    })?;
-    docker
-        .start_container(&created.id, None)
-        .await
-        .map_err(|e| LaunchError::docker(format!("starting service `{}`", service.name), e))?;
-    tracing::info!(
-        "started service {} ({}) beside {build_name}",
-        service.name,
-        service.image
-    );
+        .map_err(|e| {
+            LaunchError::docker(
+                format!("creating service `{}` from {}", service.name, service.image),
+                e,
+            )
+        })?;
+    super::swarm::upload(docker, &created.id, wrapper.to_vec()).await?;
     Ok(created.id)
 }
 
-async fn pull(docker: &Docker, image: &str) -> Result<(), LaunchError> {
+/// Starts the services [`create`] made, all at once (the build's container
+/// must run: they join its network). On an error all are removed.
+pub async fn start(
+    docker: &Docker,
+    created: &[String],
+    build_name: &str,
+) -> Result<(), LaunchError> {
+    let started = futures_util::future::join_all(created.iter().map(|id| async move {
+        docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| LaunchError::docker(format!("starting sidecar {id}"), e))
+    }))
+    .await;
+    if let Some(err) = started.into_iter().find_map(Result::err) {
+        remove(docker, build_name).await;
+        return Err(err);
+    }
+    tracing::info!("started {} service(s) beside {build_name}", created.len());
+    Ok(())
+}
+
+/// The image's configuration (its entrypoint and command), pulling the
+/// image when the node lacks it.
+async fn image_config(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<Option<ImageConfig>, LaunchError> {
+    let inspected = match docker.inspect_image(image).await {
+        Err(e) if is_not_found(&e) => {
+            pull(docker, image, credentials).await?;
+            docker.inspect_image(image).await
+        }
+        other => other,
+    }
+    .map_err(|e| LaunchError::docker(format!("inspecting image {image}"), e))?;
+    Ok(inspected.config)
+}
+
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), LaunchError> {
     let options = CreateImageOptionsBuilder::new().from_image(image).build();
-    let mut progress = docker.create_image(Some(options), None, None);
+    let mut progress = docker.create_image(Some(options), None, credentials);
     while let Some(step) = progress.next().await {
         step.map_err(|e| LaunchError::docker(format!("pulling {image}"), e))?;
     }
@@ -248,30 +332,77 @@ mod tests {
         assert_eq!(swarm_hosts(&spec()), ["127.0.0.1 db", "127.0.0.1 web"]);
     }
 
+    fn beside(labels: &HashMap<String, String>) -> Beside<'_> {
+        Beside {
+            build_name: "b-1",
+            build_id: "20261207T014000123-ab12",
+            container: "c0ffee",
+            labels,
+            registry_auth: None,
+        }
+    }
+
     #[test]
     fn a_service_joins_the_build_containers_network_and_is_labelled() {
         let spec = spec();
         let labels = HashMap::from([("forge.repo".to_string(), "octo/hello".to_string())]);
-        let db = container_body(&spec.services[0], "b-1", "c0ffee", &labels);
-        let web = container_body(&spec.services[1], "b-1", "c0ffee", &labels);
+        let db = container_body(&spec.services[0], &beside(&labels), vec!["postgres".into()]);
         let host = db.host_config.as_ref().expect("host config");
         assert_eq!(host.network_mode.as_deref(), Some("container:c0ffee"));
         assert!(host.port_bindings.is_none());
         assert_eq!(db.env, Some(vec!["POSTGRES_PASSWORD=test".to_string()]));
         assert_eq!(db.cmd, None);
+        assert_eq!(
+            db.entrypoint,
+            Some(
+                [
+                    "/forgexec",
+                    "sidecar",
+                    "--build",
+                    "20261207T014000123-ab12",
+                    "db",
+                    "--",
+                    "postgres"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
         let labels = db.labels.expect("labels");
         assert_eq!(labels[LABEL_OF], "b-1");
         assert_eq!(labels[LABEL_CONTAINER], "c0ffee");
         assert_eq!(labels[LABEL_NAME], "db");
         assert_eq!(labels["forge.repo"], "octo/hello");
+    }
+
+    #[test]
+    fn the_wrapped_command_is_the_one_docker_would_run() {
+        let spec = spec();
+        let image = ImageConfig {
+            entrypoint: Some(vec!["docker-entrypoint.sh".into()]),
+            cmd: Some(vec!["postgres".into()]),
+            ..Default::default()
+        };
+        // Neither given: the image's entrypoint and command.
         assert_eq!(
-            web.cmd,
-            Some(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "httpd -f -p 8080".into()
-            ])
+            service_argv(&spec.services[0], Some(&image)),
+            ["docker-entrypoint.sh", "postgres"]
         );
-        assert_eq!(web.entrypoint, Some(vec!["/bin/env".to_string()]));
+        // Both given: the image's are not used.
+        assert_eq!(
+            service_argv(&spec.services[1], Some(&image)),
+            ["/bin/env", "/bin/sh", "-c", "httpd -f -p 8080"]
+        );
+        let mut command_only = spec.services[1].clone();
+        command_only.entrypoint = None;
+        assert_eq!(
+            service_argv(&command_only, Some(&image)),
+            ["docker-entrypoint.sh", "/bin/sh", "-c", "httpd -f -p 8080"]
+        );
+        // An entrypoint given clears the image's command.
+        let mut entrypoint_only = spec.services[1].clone();
+        entrypoint_only.command = None;
+        assert_eq!(service_argv(&entrypoint_only, Some(&image)), ["/bin/env"]);
+        assert!(service_argv(&spec.services[0], None).is_empty());
     }
 }

@@ -16,6 +16,7 @@ use super::binary::{self, Binaries};
 use super::forge::{CommitStatus, Forge, SpecFetch, StatusState};
 use super::node::{self, NodeAccess};
 use super::plan;
+use super::registry::RegistryAuth;
 use super::service::{self, ResourcePolicy, ServiceRequest, Wait};
 use super::sidecar;
 use super::watch::{self, Ending};
@@ -58,6 +59,8 @@ pub struct SwarmOptions {
     /// Shared by concurrent launches: how many copy forgexec into their
     /// container at once (`None`: no bound, one launch per process).
     pub copy_slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// `--registry-auth`: logins for pulling build and sidecar images.
+    pub registry_auth: Option<std::sync::Arc<RegistryAuth>>,
 }
 
 /// How a launch ended.
@@ -263,7 +266,6 @@ impl Reporter<'_> {
 
 async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, LaunchError> {
     let build = &opts.build;
-    let pr_number = build.pull_request.unwrap_or(0);
     // Refused before anything is created or removed.
     let limits = opts.resources.resolve(&spec.resources)?;
     let docker = node::connect_manager().await?;
@@ -282,7 +284,12 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
 
     // Before anything changes: is there a node and a binary for this build?
     let image = spec.image.clone().unwrap_or_default();
-    let platforms = binary::swarm_placement(&docker, &opts.forgexec, &image).await?;
+    let credentials = opts
+        .registry_auth
+        .as_ref()
+        .and_then(|auth| auth.for_image(&image));
+    let platforms =
+        binary::swarm_placement(&docker, &opts.forgexec, &image, credentials.clone()).await?;
 
     let name = plan::build_name(build);
     let env = plan::environment(&spec.environment, build);
@@ -308,13 +315,13 @@ async fn launch_with_spec(opts: &SwarmOptions, spec: &Spec) -> Result<Outcome, L
     };
 
     // A newer push makes the running builds of this pull request stale.
-    let filter = plan::pull_request_filter(&build.owner, &build.repo, pr_number);
+    let filter = plan::lane_filter(build, &opts.labels);
     for stale in service::list(&docker, filter.clone()).await? {
         tracing::info!("removing stale build {}", stale.name);
         remove_replaced(&docker, &local_node, &stale, &opts.node_access).await?;
     }
 
-    let id = service::create(&docker, service::service_spec(&request)).await?;
+    let id = service::create(&docker, service::service_spec(&request), credentials).await?;
     tracing::info!("created service {name} ({id})");
     after_create(opts, spec, &docker, &local_node, &id, &name).await
 }
@@ -448,8 +455,7 @@ async fn run_service(
     };
     // Every launcher lists after creating its own service and keeps only the
     // newest; a later launch always sees ours, so exactly one survives.
-    let filter =
-        plan::pull_request_filter(&build.owner, &build.repo, build.pull_request.unwrap_or(0));
+    let filter = plan::lane_filter(build, &opts.labels);
     let mine = service::list(docker, filter).await?;
     let keys: Vec<(String, String)> = mine
         .iter()
@@ -559,20 +565,55 @@ async fn start_on_node(
     let owner = container_owner(&node_docker, &placed.container_id).await?;
     // Megabytes copied: off the async workers, like reading the binary.
     let token = opts.token.clone();
-    let tar = tokio::task::spawn_blocking(move || {
-        archive::executor_archive(&forgexec, token.as_ref(), owner)
+    let wrapped = !spec.services.is_empty();
+    let (tar, wrapper) = tokio::task::spawn_blocking(move || {
+        let tar = archive::executor_archive(&forgexec, token.as_ref(), owner)?;
+        // The sidecars' entrypoint, copied into each of them.
+        let wrapper = match wrapped {
+            true => archive::forgexec_archive(&forgexec)?,
+            false => Vec::new(),
+        };
+        Ok((tar, wrapper))
     })
     .await
     .map_err(std::io::Error::other)
     .and_then(|built| built)
     .map_err(|e| LaunchError::io("building the executor archive", e))?;
-    inject_and_start(&node_docker, &placed.container_id, tar).await?;
+    // The sidecars are made while the executor is copied; they start once
+    // the build's container runs (they join its network).
+    let labels = plan::labels(build);
+    let beside = sidecar::Beside {
+        build_name: name,
+        build_id: build.build_id.as_str(),
+        container: &placed.container_id,
+        labels: &labels,
+        registry_auth: opts.registry_auth.as_deref(),
+    };
+    let (copied, sidecars) = tokio::join!(
+        upload(&node_docker, &placed.container_id, tar),
+        sidecar::create(&node_docker, spec, &beside, &wrapper),
+    );
+    let started = match copied {
+        Ok(()) => node_docker
+            .start_container(&placed.container_id, None)
+            .await
+            .map_err(|e| {
+                LaunchError::docker(format!("starting container {}", placed.container_id), e)
+            }),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = started {
+        sidecar::remove(&node_docker, name).await;
+        return Err(err);
+    }
     drop(_slot);
     tracing::info!("started {name} on node {}", placed.node_id);
     // forgexec waits for their ports and reports one that never opens.
-    let labels = plan::labels(build);
-    if let Err(err) = sidecar::start(&node_docker, spec, name, &placed.container_id, &labels).await
-    {
+    if let Err(err) = match sidecars {
+        Ok(created) if created.is_empty() => Ok(()),
+        Ok(created) => sidecar::start(&node_docker, &created, name).await,
+        Err(err) => Err(err),
+    } {
         tracing::error!("{err}");
     }
 
@@ -724,7 +765,9 @@ pub async fn stream_logs(docker: &Docker, container: &str) {
 
 /// `forge-launch gc`: removes forge build services (of one repository when
 /// `repo` is given) created more than `older_than` ago whose container is
-/// not running (finished, never started, or gone). Returns the names removed.
+/// not running (finished, never started, or gone), and on every node the
+/// sidecars whose build no longer runs. Returns the names of the services
+/// removed.
 pub async fn gc(
     older_than: Duration,
     repo: Option<(String, String)>,
@@ -742,10 +785,7 @@ pub async fn gc(
         Some((owner, name)) => plan::repo_filter(owner, name),
         None => plan::all_builds_filter(),
     };
-    let reaped = sidecar::reap(&docker).await;
-    if reaped > 0 {
-        tracing::info!("removed {reaped} sidecar container(s) of finished builds");
-    }
+    reap_sidecars(&docker, &local_node, access).await;
     for svc in service::list(&docker, filter).await? {
         let age = plan::parse_timestamp(&svc.created_at)
             .and_then(|t| now.duration_since(t).ok())
@@ -763,9 +803,49 @@ pub async fn gc(
     Ok(removed)
 }
 
+/// Removes the sidecars of finished builds on every node that is up,
+/// through each node's own daemon (sidecars are plain containers beside
+/// their build, unknown to the swarm). A node that cannot be reached is
+/// logged and skipped: the next `gc` tries again.
+async fn reap_sidecars(docker: &Docker, local_node: &str, access: &NodeAccess) {
+    let nodes = match docker
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+    {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::warn!("listing the swarm's nodes for sidecars: {e}");
+            Vec::new()
+        }
+    };
+    let mut ids: Vec<String> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY)
+        })
+        .filter_map(|n| n.id)
+        .collect();
+    if !ids.iter().any(|id| id == local_node) {
+        ids.push(local_node.to_string());
+    }
+    for id in ids {
+        let node_docker = match node_daemon(docker, local_node, &id, access).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("sidecars on node {id} not reaped: {e}");
+                continue;
+            }
+        };
+        let reaped = sidecar::reap(&node_docker).await;
+        if reaped > 0 {
+            tracing::info!("removed {reaped} sidecar container(s) of finished builds on node {id}");
+        }
+    }
+}
+
 /// Whether the container of a build service is running (our start makes
 /// the swarm task "failed" while the build runs, so ask the node).
-async fn build_is_running(
+pub(crate) async fn build_is_running(
     docker: &Docker,
     local_node: &str,
     service_id: &str,
@@ -837,6 +917,7 @@ mod tests {
             constraints: vec!["node.labels.forge.pool==ci".into()],
             resources: ResourcePolicy::default(),
             node_access: NodeAccess::default(),
+            registry_auth: None,
             wait: true,
             retry_lost: 2,
             start_timeout: Duration::from_secs(1),

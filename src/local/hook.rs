@@ -405,6 +405,8 @@ fn build_pushed_commit(
             },
             progress: Some(label.to_string()),
             fetch_missing_source: false,
+            // Nothing started the services here: no wrapper to ask.
+            service_logs: false,
             artifact_excludes: Vec::new(),
         });
     let outcome = build.run_outcome();

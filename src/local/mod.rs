@@ -122,6 +122,8 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome, LocalError> {
         stages: StageSelection::only(&options.stages),
         progress: None,
         fetch_missing_source: false,
+        // Nothing started the services here: no wrapper to ask.
+        service_logs: false,
         // Earlier local runs' output is no artifact of this one.
         artifact_excludes: vec![format!("{ARTIFACTS_DIR}/**")],
     });

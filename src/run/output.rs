@@ -105,7 +105,7 @@ impl Masker {
 
     /// Where an over-long chunk of `pending` can be cut: at `wanted` unless a
     /// secret overlaps it, then before that secret, so no secret is split.
-    fn safe_cut(&self, pending: &[u8], wanted: usize) -> usize {
+    pub fn safe_cut(&self, pending: &[u8], wanted: usize) -> usize {
         let Some(matcher) = &self.matcher else {
             return wanted;
         };

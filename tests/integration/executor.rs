@@ -827,7 +827,7 @@ fn a_zip_bomb_is_refused_naming_the_limit_and_its_variable() {
 }
 
 #[test]
-fn statuses_survive_forge_faults_and_a_lost_final_status_is_exit_3() {
+fn statuses_survive_forge_faults_and_a_lost_final_status_is_exit_4() {
     let build = HostBuild::new("execute:\n  - echo ok\n");
     build.server.fault(Route::Statuses, Fault::status(502));
     build.server.fault(Route::Statuses, Fault::Reset);
@@ -840,7 +840,7 @@ fn statuses_survive_forge_faults_and_a_lost_final_status_is_exit_3() {
     std::fs::write(build.token_file(), "wrong-token").unwrap();
     build.set("FORGE_BUILD_ID", "b2");
     let out = build.run();
-    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(out.code, 4, "{}", out.all());
     assert!(out.stderr.contains("Bad credentials"), "{}", out.all());
 }
 
@@ -1175,7 +1175,7 @@ fn hostile_retry_after_values_never_abort_and_waits_fit_the_budget() {
     let started = Instant::now();
     let out = build.run();
     let took = started.elapsed();
-    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(out.code, 4, "{}", out.all());
     assert!(
         took < Duration::from_secs(20),
         "took {took:?}\n{}",
@@ -1231,11 +1231,12 @@ fn github_rate_limits_are_waited_out_and_a_plain_403_stays_final() {
     assert_eq!(final_status(&build.statuses()).0, "success");
     assert_spaced(&build.server);
 
-    // A 403 that is no rate limit is final: one attempt, exit 3.
+    // A 403 that is no rate limit is final: one attempt, exit 4 (passed,
+    // final status not posted).
     let build = HostBuild::new("execute:\n  - echo ok\n");
     build.server.fault_final_status(Fault::forbidden());
     let out = build.run();
-    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(out.code, 4, "{}", out.all());
     assert!(
         out.stderr
             .contains("Resource not accessible by integration"),
@@ -1302,7 +1303,7 @@ fn a_forge_echoing_the_token_never_puts_it_on_the_console() {
             .fault(Route::Statuses, Fault::answer(401, &[], &body));
     }
     let out = build.run();
-    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(out.code, 4, "{}", out.all());
     assert!(out.stderr.contains("Bad credentials"), "{}", out.all());
     let log = std::fs::read_to_string(
         artifacts

@@ -7,6 +7,8 @@ mod common;
 #[cfg(feature = "launcher")]
 mod aarch64;
 mod binary_size;
+#[cfg(feature = "launcher")]
+mod cluster;
 mod docker_support;
 mod executor;
 mod forge_server;

@@ -625,6 +625,86 @@ fn a_newer_push_cancels_the_older_build_and_closing_cancels_the_rest() {
     assert!(fx.services(24).is_empty(), "the services were removed");
 }
 
+/// Sidecar containers of this fixture's repository, running or not.
+fn sidecars_of(fx: &Fixture) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=forge.sidecar.of",
+        "--filter",
+        &format!("label=forge.repo={OWNER}/{}", fx.repo),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Waits up to `timeout` for the repository's sidecars to be `gone` (or
+/// there); panics with serve's log when they are not.
+fn wait_sidecars(fx: &Fixture, serve: &Serve, gone: bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while sidecars_of(fx).is_empty() != gone {
+        assert!(
+            Instant::now() < deadline,
+            "sidecars {} after {timeout:?}: {:?}\n--- serve log\n{}",
+            if gone {
+                "still there"
+            } else {
+                "never appeared"
+            },
+            sidecars_of(fx),
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_removes_a_builds_sidecars_when_it_ends_and_when_its_pull_request_closes() {
+    let fx = Fixture::new(SLOW);
+    let tag = fx.image.tag().to_string();
+    let idle = format!("services:\n  idle:\n    image: {tag}\n    command: [sleep, \"600\"]\n");
+    let app = TestApp::new(&fx);
+    // gc, which would reap them too, runs at start and then once a minute.
+    let serve = Serve::start(&fx, &app, &[]);
+
+    // A build that ends: its sidecar goes with it, not at the next gc.
+    let short = fx.push(&format!("{idle}execute:\n  - sleep 3\n"));
+    let delivered = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "opened", 31, &short),
+    );
+    assert_eq!(delivered.code, 202);
+    let _g1 = guard_all(&wait_services(&fx, 31, 1, Duration::from_secs(30)));
+    wait_sidecars(&fx, &serve, false, Duration::from_secs(60));
+    let statuses = wait_statuses(&fx, &serve, &short, Duration::from_secs(90), is_final);
+    assert_eq!(last(&statuses).0, "success", "{:?}", states(&statuses));
+    wait_sidecars(&fx, &serve, true, Duration::from_secs(20));
+
+    // A build cancelled by closing its pull request.
+    let long = fx.push(&format!("{idle}{SLOW}"));
+    let delivered = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "synchronize", 31, &long),
+    );
+    assert_eq!(delivered.code, 202);
+    wait_sidecars(&fx, &serve, false, Duration::from_secs(60));
+    let closed = serve.deliver(
+        "pull_request",
+        &unique_name("d"),
+        &pull_request(&fx, "closed", 31, &long),
+    );
+    assert_eq!(closed.code, 202);
+    wait_statuses(&fx, &serve, &long, Duration::from_secs(90), |s| {
+        s.last()
+            .is_some_and(|s| s["description"] == "cancelled: pull request closed")
+    });
+    wait_sidecars(&fx, &serve, true, Duration::from_secs(20));
+}
+
 #[test]
 fn a_push_to_the_default_branch_is_built() {
     let fx = Fixture::new(PASSING);
@@ -1228,4 +1308,132 @@ fn healthz_is_503_while_the_swarm_manager_does_not_answer() {
     let _proxy = DaemonProxy::start(socket);
     let back = serve.get("/healthz");
     assert_eq!(back.code, 200, "{back:?}\n{}", serve.log());
+}
+
+/// The App's installation token expires while the build runs (GitHub's
+/// last an hour; these 10 s): forgexec's own final status is refused and
+/// it exits 4, the forge still shows `pending`, and serve posts the final
+/// status with a fresh token.
+#[test]
+fn a_build_that_outlives_its_token_still_gets_its_final_status() {
+    let fx = Fixture::new("execute:\n  - sleep 15\n  - echo done\n");
+    let app = TestApp::new(&fx);
+    fx.forge.set_token_lifetime(Duration::from_secs(10));
+    let serve = Serve::start(&fx, &app, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("delivery"),
+        &pull_request(&fx, "opened", 51, &fx.sha),
+    );
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let statuses = wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(120), is_final);
+    let _guards = guard_all(&fx.services(51));
+    let (state, description) = last(&statuses);
+    assert_eq!(state, "success", "{statuses:?}\n{}", serve.log());
+    assert!(
+        description.contains("serve posted this"),
+        "{description}\n{}",
+        serve.log()
+    );
+    assert!(
+        serve.log().contains("posting success for exit code 4"),
+        "{}",
+        serve.log()
+    );
+    // forgexec did post pending updates while its token was good.
+    assert!(
+        statuses.iter().any(|s| s["state"] == "pending"),
+        "{statuses:?}"
+    );
+}
+
+/// A build that reported its own final status gets nothing more from
+/// serve (its check of the forge's statuses finds the final one).
+#[test]
+fn a_build_that_reported_gets_no_second_final_status() {
+    let fx = Fixture::new(PASSING);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &[]);
+    let answer = serve.deliver(
+        "pull_request",
+        &unique_name("delivery"),
+        &pull_request(&fx, "opened", 52, &fx.sha),
+    );
+    assert_eq!(answer.code, 202, "{answer:?}");
+    wait_statuses(&fx, &serve, &fx.sha, Duration::from_secs(90), is_final);
+    let _guards = guard_all(&fx.services(52));
+    // serve reads the statuses once the container has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fx
+        .forge
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path().ends_with(&format!("/commits/{}/statuses", fx.sha)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "serve never read the statuses:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let finals: Vec<_> = fx
+        .forge
+        .statuses(&fx.sha)
+        .into_iter()
+        .filter(|s| s["state"] != "pending")
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}\n{}", serve.log());
+    assert!(
+        !finals[0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("serve posted this"),
+        "{finals:?}"
+    );
+}
+
+/// With several `--push-branches`, a push to one branch does not cancel
+/// the running build of another: each branch is its own line of builds.
+#[test]
+fn pushes_to_two_branches_build_side_by_side() {
+    let fx = Fixture::new(SLOW);
+    let app = TestApp::new(&fx);
+    let serve = Serve::start(&fx, &app, &["--push-branches", "master,release"]);
+    let first = fx.sha.clone();
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "master", &first));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let services = wait_services(&fx, 0, 1, Duration::from_secs(30));
+    let _g1 = guard_all(&services);
+    running_container(&services[0], Duration::from_secs(60));
+
+    let second = fx.push(SLOW);
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "release", &second));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let both = wait_services(&fx, 0, 2, Duration::from_secs(30));
+    let _g2 = guard_all(&both);
+    assert_eq!(both.len(), 2, "{both:?}\n{}", serve.log());
+    for service in &both {
+        running_container(service, Duration::from_secs(60));
+    }
+    assert!(
+        !is_final(&fx.forge.statuses(&first)),
+        "the master build was cancelled: {:?}",
+        fx.forge.statuses(&first)
+    );
+
+    // A newer push to master does supersede the master build.
+    let third = fx.push(SLOW);
+    let answer = serve.deliver("push", &unique_name("d"), &push(&fx, "master", &third));
+    assert_eq!(answer.code, 202, "{answer:?}");
+    let old = wait_statuses(&fx, &serve, &first, Duration::from_secs(90), is_final);
+    assert_eq!(last(&old).0, "error", "{old:?}");
+    assert!(last(&old).1.contains("cancelled"), "{old:?}");
+    let now = wait_services(&fx, 0, 2, Duration::from_secs(30));
+    let _g3 = guard_all(&now);
+    assert!(
+        !is_final(&fx.forge.statuses(&second)),
+        "the release build still runs"
+    );
 }

@@ -1,11 +1,15 @@
 //! Sidecar services (`services:`) with the real daemon in swarm mode and in
 //! local mode: a busybox `httpd` beside the build, reached by name and by
-//! 127.0.0.1; a service that never listens; nothing left behind.
+//! 127.0.0.1; a service that never listens; nothing left behind; the
+//! services' output in the build log (not ready, exited, failed build,
+//! masked secrets).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{busybox_rootfs, docker, import_image_with, static_forgexec, unique_name};
+use crate::common::{
+    busybox_rootfs, docker, import_image_with, static_forgexec, unique_name, Nginx,
+};
 use crate::launch_swarm::{guard_all, launcher, run, states, text, Fixture, OWNER};
 
 /// A fixture whose `.forge.yml` is `body(image)`, the services using the
@@ -82,15 +86,26 @@ fn a_build_talks_to_its_service_by_name_and_by_loopback_then_it_is_gone() {
     assert!(sidecars(&fx).is_empty(), "sidecars removed with the build");
 }
 
+/// The build log the build uploaded to `nginx`.
+fn build_log(fx: &Fixture, nginx: &Nginx) -> String {
+    let files = fx.stored_artifacts(nginx.root(), "execute");
+    let log = files
+        .iter()
+        .find(|f| f.ends_with("build.log"))
+        .unwrap_or_else(|| panic!("no build.log uploaded: {files:?}"));
+    std::fs::read_to_string(log).expect("read build.log")
+}
+
 #[test]
 fn a_service_that_never_listens_ends_the_build_with_an_error_naming_it() {
     let port = free_port();
     let fx = fixture(|image| {
         format!(
-            "services:\n  db:\n    image: {image}\n    command: [sleep, \"600\"]\n    ports: [{port}]\n    wait: 2s\nexecute:\n  - touch ran\n"
+            "services:\n  db:\n    image: {image}\n    command: [sh, -c, \"echo db-starting; echo db-cannot-bind-{port}; exec sleep 600\"]\n    ports: [{port}]\n    wait: 2s\nexecute:\n  - touch ran\n"
         )
     });
-    let out = run(&mut fx.swarm(42, &["--wait"]));
+    let nginx = Nginx::start();
+    let out = run(&mut fx.swarm(42, &["--wait", "--artifacts-url", &nginx.url()]));
     let _guards = guard_all(&fx.services(42));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let statuses = fx.forge.statuses(&fx.sha);
@@ -101,6 +116,84 @@ fn a_service_that_never_listens_ends_the_build_with_an_error_naming_it() {
         format!("service `db` not ready on :{port} after 2s")
     );
     assert!(sidecars(&fx).is_empty(), "no sidecar left behind");
+    // Its output, in the build log and on the console.
+    let log = build_log(&fx, &nginx);
+    let expected = format!("[db] db-starting\n[db] db-cannot-bind-{port}\n");
+    assert!(log.contains(&expected), "{log}");
+    assert!(
+        log.contains("==> last 2 line(s) of service `db` (running):"),
+        "{log}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&expected),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_service_that_exits_during_the_build_is_reported_and_the_build_decides() {
+    let fx = fixture(|image| {
+        format!(
+            "services:\n  quitter:\n    image: {image}\n    command: [sh, -c, \"echo giving-up; exit 7\"]\nexecute:\n  - sleep 4\n  - echo build-went-on\n"
+        )
+    });
+    let nginx = Nginx::start();
+    let out = run(&mut fx.swarm(45, &["--wait", "--artifacts-url", &nginx.url()]));
+    let _guards = guard_all(&fx.services(45));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:success")
+    );
+    let log = build_log(&fx, &nginx);
+    assert!(
+        log.contains("==> service `quitter` exited with code 7 during the build\n"),
+        "{log}"
+    );
+    assert!(log.contains("build-went-on"), "{log}");
+    // A passing build does not append the services' output.
+    assert!(!log.contains("[quitter] giving-up"), "{log}");
+    assert!(sidecars(&fx).is_empty(), "sidecars removed with the build");
+}
+
+#[test]
+fn a_failing_build_gets_its_services_last_lines_with_secrets_masked() {
+    let port = free_port();
+    let secret = format!("svc-{}", unique_name("secret"));
+    let fx = fixture(|image| {
+        format!(
+            "secrets: [SERVICE_PASSWORD]\nservices:\n  web:\n    image: {image}\n    environment:\n      SERVICE_PASSWORD: {secret}\n    command: [sh, -c, \"echo password is $SERVICE_PASSWORD; echo web-ready; exec httpd -f -p {port} -h /\"]\n    ports: [{port}]\n  quiet:\n    image: {image}\n    command: [sleep, \"600\"]\nexecute:\n  - sleep 3\n  - echo tests fail\n  - exit 1\n"
+        )
+    });
+    let nginx = Nginx::start();
+    let out = run(&mut fx.swarm(46, &["--wait", "--artifacts-url", &nginx.url()]));
+    let _guards = guard_all(&fx.services(46));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:failure")
+    );
+    let log = build_log(&fx, &nginx);
+    assert!(
+        log.contains("==> last 2 line(s) of service `web` (running):\n[web] password is ***\n[web] web-ready\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("==> service `quiet` (running) printed nothing"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&secret),
+        "the secret leaked into the log:\n{log}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&secret),
+        "the secret leaked to the console"
+    );
+    assert!(sidecars(&fx).is_empty(), "sidecars removed with the build");
 }
 
 #[test]
@@ -126,6 +219,36 @@ fn local_mode_runs_services_beside_the_container() {
         String::from_utf8_lossy(&out.stdout).contains("served-by-web"),
         "{}",
         text(&out)
+    );
+    assert!(
+        sidecars(&fx).is_empty(),
+        "sidecars removed with the container"
+    );
+}
+
+#[test]
+fn local_mode_appends_a_failing_builds_service_output() {
+    let port = free_port();
+    let fx = fixture(|image| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    command: [sh, -c, \"echo local-web-up; exec httpd -f -p {port} -h /\"]\n    ports: [{port}]\nexecute:\n  - exit 1\n"
+        )
+    });
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let artifacts = fx.dir.path().join("artifacts");
+    let out = run(Command::new(launcher())
+        .args(["local", "--repo", &repo, "--network", "host"])
+        .arg("--dir")
+        .arg(fx.git.dir())
+        .arg("--artifacts-dir")
+        .arg(&artifacts)
+        .arg("--forgexec")
+        .arg(static_forgexec()));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = std::fs::read_to_string(artifacts.join("build.log")).expect("build.log copied out");
+    assert!(
+        log.contains("==> last 1 line(s) of service `web` (running):\n[web] local-web-up\n"),
+        "{log}"
     );
     assert!(
         sidecars(&fx).is_empty(),
@@ -203,4 +326,90 @@ fn a_newer_push_removes_the_older_builds_services() {
         left.is_empty(),
         "the older build's sidecar is still there: {left:?}"
     );
+}
+
+/// `FORGE_SIDECAR_LATENCY_RUNS` or `default`.
+fn runs(default: usize) -> usize {
+    std::env::var("FORGE_SIDECAR_LATENCY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
+/// Seconds from the build container's start (its PID 1's start time) to
+/// its first `setup` command, which prints both (`STARTED=` in clock ticks
+/// since boot, `UPTIME=` in seconds since boot).
+fn start_to_setup(output: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.starts_with("STARTED="))?;
+    let mut fields = line.split_whitespace();
+    let started: f64 = fields.next()?.strip_prefix("STARTED=")?.parse().ok()?;
+    let uptime: f64 = fields.next()?.strip_prefix("UPTIME=")?.parse().ok()?;
+    // SAFETY: sysconf takes a plain integer argument.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(uptime - started / ticks)
+}
+
+fn median_ms(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2] * 1000.0
+}
+
+/// Issue 13's figure: the time from the build container's start to its
+/// first `setup` command with one service that is ready at once, against
+/// the same build without it, interleaved, in local mode (the sidecars
+/// start the same way in swarm mode). `benches/sidecar_latency.sh` runs it
+/// in release with more runs and reports the medians.
+#[test]
+fn a_service_ready_at_once_adds_little_before_the_first_setup_command() {
+    let runs = runs(2);
+    let port = free_port();
+    let setup = "setup:\n  - echo STARTED=$(cut -d' ' -f22 /proc/1/stat) UPTIME=$(cut -d' ' -f1 /proc/uptime)\nexecute:\n  - 'true'\n";
+    let fx = fixture(|image| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    command: [httpd, -f, -p, \"{port}\", -h, /]\n    ports: [{port}]\n{setup}"
+        )
+    });
+    let with_services = fx.dir.path().join("with");
+    let without = fx.dir.path().join("without");
+    for (dir, spec) in [
+        (
+            &with_services,
+            std::fs::read_to_string(fx.git.dir().join(".forge.yml")).expect("read .forge.yml"),
+        ),
+        (&without, format!("image: {}\n{setup}", fx.image.tag())),
+    ] {
+        let git = crate::common::GitRepo::init(dir);
+        git.write(".forge.yml", &spec);
+        git.commit("latency");
+    }
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let measure = |dir: &std::path::Path| {
+        let out = run(Command::new(launcher())
+            .args(["local", "--repo", &repo])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--artifacts-dir")
+            .arg(dir.join("artifacts"))
+            .arg("--forgexec")
+            .arg(static_forgexec()));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        start_to_setup(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|| panic!("no STARTED= line:\n{}", text(&out)))
+    };
+    let (mut with, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        with.push(measure(&with_services));
+        bare.push(measure(&without));
+    }
+    let (with_ms, bare_ms) = (median_ms(&mut with), median_ms(&mut bare));
+    eprintln!(
+        "sidecar latency: {runs} runs each, container start to first setup command, median \
+         with one service {with_ms:.0} ms, without {bare_ms:.0} ms, added {:.0} ms",
+        with_ms - bare_ms
+    );
+    for t in with.iter().chain(&bare) {
+        assert!(*t >= 0.0, "a setup command ran before its container: {t}");
+    }
+    assert!(sidecars(&fx).is_empty(), "sidecars removed with the builds");
 }

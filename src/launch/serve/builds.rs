@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use nix::sys::signal::Signal;
 
+use super::final_status;
 use super::webhook::{BuildRequest, Trigger};
 use super::Serve;
 use crate::exit;
@@ -103,7 +104,7 @@ impl Lanes {
     /// The lane of a pull request's (or pushes') work.
     pub fn key(owner: &str, repo: &str, trigger: Option<&Trigger>) -> String {
         match trigger {
-            Some(Trigger::Push { .. }) => format!("{owner}/{repo} push"),
+            Some(Trigger::Push { branch }) => format!("{owner}/{repo} push {branch}"),
             Some(Trigger::PullRequest { number }) => format!("{owner}/{repo}#{number}"),
             None => format!("{owner}/{repo}"),
         }
@@ -225,7 +226,7 @@ pub fn unreported_ending(
             None => "build container killed: out of memory".to_string(),
         });
     }
-    let reported = (0..=i64::from(exit::INFRASTRUCTURE)).contains(&exit_code)
+    let reported = (0..=i64::from(exit::UNPOSTED)).contains(&exit_code)
         || CANCEL_SIGNALS
             .iter()
             .any(|s| i64::from(exit::cancelled(*s)) == exit_code);
@@ -252,6 +253,7 @@ fn build_context(serve: &Serve, req: &BuildRequest) -> Result<BuildContext, Laun
         api_url: Some(opts.api_url.clone()),
         artifacts_url: opts.artifacts_url.clone(),
         target_url: opts.target_url.clone(),
+        insecure_http: FactFlags::insecure_http_from_env(),
         ..FactFlags::default()
     };
     let mut raw = flags.to_raw()?.or(req.raw.clone());
@@ -353,6 +355,9 @@ async fn try_launch(
     if let Some(id) = req.install_id {
         labels.insert(label::INSTALLATION.to_string(), id.to_string());
     }
+    if let Trigger::Push { branch } = &req.trigger {
+        labels.insert(plan::label::BRANCH.to_string(), branch.clone());
+    }
     let attempt = Attempt {
         build,
         install_id: req.install_id,
@@ -410,6 +415,7 @@ async fn start(
         start_timeout: opts.start_timeout,
         labels,
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     let queued = tokio::spawn(report_queued(Arc::clone(serve), build.clone()));
     let (last, outcome) = swarm::launch_attempts(launch).await;
@@ -542,17 +548,16 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     serve.metrics.builds_running.dec();
     let build = &watched.attempt.build;
     let name = plan::build_name(build);
-    // Its sidecars are done too (on a lost node they went with it).
-    if !matches!(ending, Ok(Ending::NodeLost { .. })) {
-        remove_sidecars(&serve, &manager, &watched.running, &name).await;
-    }
-    let text = match ending {
+    let (text, exit_code) = match ending {
         Ok(Ending::Exited {
             code,
             oom_killed,
             memory_limit,
-        }) => unreported_ending(code, oom_killed, memory_limit),
-        Ok(Ending::Removed) => Some("build container removed before it reported".to_string()),
+        }) => (unreported_ending(code, oom_killed, memory_limit), code),
+        Ok(Ending::Removed) => (
+            Some("build container removed before it reported".to_string()),
+            -1,
+        ),
         Ok(Ending::NodeLost { node, node_id }) => {
             lost(&serve, &manager, watched, &node, &node_id).await;
             return;
@@ -565,10 +570,20 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
             return;
         }
     };
+    // Its sidecars go with it, not at the next gc (within a bound: its
+    // node may be failing).
+    let removal = remove_sidecars(&serve, &manager, &watched.running.node_id, &name);
+    if tokio::time::timeout(swarm::SIDECAR_REMOVAL, removal)
+        .await
+        .is_err()
+    {
+        tracing::warn!("{name}: sidecars left for gc: the node did not answer");
+    }
     match text {
         None => {
             tracing::info!("{name}: forgexec reported the build");
             serve.metrics.finished("reported");
+            final_status::ensure(&serve, &manager, &watched, exit_code).await;
         }
         Some(text) => {
             tracing::warn!("{name}: {text}");
@@ -577,39 +592,6 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
                 .post(build, watched.attempt.install_id, StatusState::Error, &text)
                 .await;
         }
-    }
-}
-
-/// Removes the sidecars of an ended build through its node's daemon.
-async fn remove_sidecars(serve: &Serve, manager: &Docker, running: &Running, name: &str) {
-    let removal = async {
-        let local_node = manager
-            .info()
-            .await
-            .ok()
-            .and_then(|i| i.swarm)
-            .and_then(|s| s.node_id)
-            .unwrap_or_default();
-        match swarm::node_daemon(
-            manager,
-            &local_node,
-            &running.node_id,
-            &serve.opts.node_access,
-        )
-        .await
-        {
-            Ok(node_docker) => sidecar::remove(&node_docker, name).await,
-            Err(err) => tracing::warn!("{name}: sidecars not removed: {err}"),
-        }
-    };
-    if tokio::time::timeout(swarm::SIDECAR_REMOVAL, removal)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "{name}: sidecars not removed within {:?}; gc reaps them",
-            swarm::SIDECAR_REMOVAL
-        );
     }
 }
 
@@ -712,6 +694,25 @@ async fn retry(serve: &Arc<Serve>, ticket: Ticket, lost: Attempt, node: &str, no
     }
 }
 
+/// Removes the sidecars of build `name` from node `node_id` (where the
+/// launch started them); failures are logged, `gc` reaps what is left.
+async fn remove_sidecars(serve: &Serve, manager: &Docker, node_id: &str, name: &str) {
+    let local_node = match manager.info().await {
+        Ok(info) => info.swarm.and_then(|s| s.node_id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!("{name}: sidecars left for gc: reading the daemon's info: {e}");
+            return;
+        }
+    };
+    match swarm::node_daemon(manager, &local_node, node_id, &serve.opts.node_access).await {
+        Ok(node_docker) => sidecar::remove(&node_docker, name).await,
+        Err(err) => tracing::warn!(
+            "{name}: sidecars left for gc: {}",
+            serve.renderer().error(&err)
+        ),
+    }
+}
+
 /// Cancels the running builds of a closed pull request: removes their
 /// services, waits for the containers to stop (forgexec reports its
 /// cancellation first), then posts `error` "cancelled: pull request
@@ -763,6 +764,10 @@ async fn try_close(
             any
         };
         service::remove(&docker, &svc.id).await?;
+        // Its sidecars are on its containers' nodes.
+        for (node_docker, _) in &containers {
+            sidecar::remove(node_docker, &svc.name).await;
+        }
         if !running {
             continue;
         }
@@ -964,6 +969,7 @@ async fn resume(serve: Arc<Serve>, attempt: Attempt, service_id: String, name: S
         start_timeout: opts.start_timeout,
         labels: HashMap::new(),
         copy_slots: Some(Arc::clone(&serve.copy_slots)),
+        registry_auth: opts.registry_auth.clone(),
     };
     match swarm::resume(&launch, &service_id, &name).await {
         Ok(Outcome::Started { running, .. }) => {

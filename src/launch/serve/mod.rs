@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod builds;
+pub mod final_status;
 pub mod http;
 pub mod metrics;
 pub mod webhook;
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     pub constraints: Vec<String>,
     pub resources: ResourcePolicy,
     pub node_access: NodeAccess,
+    /// `--registry-auth`: logins for pulling build and sidecar images.
+    pub registry_auth: Option<std::sync::Arc<super::registry::RegistryAuth>>,
     pub start_timeout: Duration,
     /// How many times a build whose node went down is launched again.
     pub retry_lost: u32,

@@ -32,6 +32,8 @@ pub enum Route {
     Contents,
     /// `POST /app/installations/{id}/access_tokens` (App mode)
     AccessTokens,
+    /// `GET /repos/{owner}/{repo}/commits/{ref}/statuses`
+    ListStatuses,
 }
 
 /// A GitHub App the server trusts: JWTs must be RS256-signed by the key
@@ -49,6 +51,9 @@ pub struct IssuedToken {
     pub token: String,
     pub repositories: Vec<String>,
     pub permissions: Value,
+    /// After this the token is refused (401 Bad credentials), as GitHub
+    /// refuses an installation token an hour after it was issued.
+    pub expires: SystemTime,
 }
 
 /// One scripted misbehaviour, consumed by the next request on its route.
@@ -228,6 +233,8 @@ struct Inner {
     next_id: u64,
     app: Option<AppConfig>,
     issued: Vec<IssuedToken>,
+    /// How long installation tokens live (GitHub: an hour).
+    token_lifetime: Option<Duration>,
     /// Clones of open connections (by connection number), so Drop can close
     /// them; a connection removes its own entry when it ends.
     connections: HashMap<u64, TcpStream>,
@@ -236,7 +243,8 @@ struct Inner {
 
 struct Shared {
     token: String,
-    port: u16,
+    /// `IP:PORT` the server is reached at (its own URLs name it).
+    addr: SocketAddr,
     inner: Mutex<Inner>,
     changed: Condvar,
     stop: AtomicBool,
@@ -259,11 +267,18 @@ impl ForgeServer {
     /// Starts on 127.0.0.1 with an ephemeral port; requests to `/repos/...`
     /// must carry `Authorization: Bearer <token>` or `token <token>`.
     pub fn start(token: &str) -> ForgeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for ForgeServer");
+        ForgeServer::start_on(token, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// The same on `ip` (e.g. the host's address on a test network, for
+    /// builds running in containers of other daemons).
+    pub fn start_on(token: &str, ip: std::net::IpAddr) -> ForgeServer {
+        let listener = TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("bind {ip}:0 for ForgeServer: {e}"));
         let addr = listener.local_addr().expect("local_addr of ForgeServer");
         let shared = Arc::new(Shared {
             token: token.to_string(),
-            port: addr.port(),
+            addr,
             inner: Mutex::new(Inner {
                 next_id: 1,
                 ..Inner::default()
@@ -279,7 +294,7 @@ impl ForgeServer {
         ForgeServer { addr, shared }
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash): the API base URL.
+    /// `http://IP:PORT` (no trailing slash): the API base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -320,6 +335,12 @@ impl ForgeServer {
     /// accept (for the requested repositories only).
     pub fn enable_app(&self, app: AppConfig) {
         self.shared.lock().app = Some(app);
+    }
+
+    /// Installation tokens issued from now on expire after `lifetime`
+    /// instead of GitHub's hour.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().token_lifetime = Some(lifetime);
     }
 
     /// The installation tokens issued so far.
@@ -743,6 +764,10 @@ fn route_of(req: &Request) -> Option<(Route, Vec<String>)> {
             Route::Codeload,
             vec![owner.to_string(), repo.to_string(), sha.to_string()],
         )),
+        ("GET", ["repos", owner, repo, "commits", sha, "statuses"]) => Some((
+            Route::ListStatuses,
+            vec![owner.to_string(), repo.to_string(), sha.to_string()],
+        )),
         ("POST", ["app", "installations", id, "access_tokens"]) => {
             Some((Route::AccessTokens, vec![id.to_string()]))
         }
@@ -875,15 +900,18 @@ fn access_token(
     }
     let mut inner = shared.lock();
     let token = format!("ghs_test{}x{}", inner.issued.len(), fastrand::u64(..));
+    let lifetime = inner.token_lifetime.unwrap_or(Duration::from_secs(3600));
+    let expires = SystemTime::now() + lifetime;
     inner.issued.push(IssuedToken {
         token: token.clone(),
         repositories,
         permissions: body["permissions"].clone(),
+        expires,
     });
     drop(inner);
     Response::json(
         201,
-        json!({"token": token, "expires_at": iso8601(SystemTime::now() + Duration::from_secs(3600)), "permissions": body["permissions"]}),
+        json!({"token": token, "expires_at": iso8601(expires), "permissions": body["permissions"]}),
     )
 }
 
@@ -940,10 +968,13 @@ fn answer(
     }
     let repo_token = |token: &str| {
         let inner = shared.lock();
-        inner
-            .issued
-            .iter()
-            .any(|t| t.token == token && params.len() > 1 && t.repositories.contains(&params[1]))
+        let now = SystemTime::now();
+        inner.issued.iter().any(|t| {
+            t.token == token
+                && params.len() > 1
+                && t.repositories.contains(&params[1])
+                && now < t.expires
+        })
     };
     let issued_ok = bearer(req).is_some_and(repo_token);
     if route != Route::Codeload && !issued_ok && !authorized(req, &shared.token) {
@@ -954,6 +985,7 @@ fn answer(
     }
     match route {
         Route::Statuses => create_status(&params, json, shared),
+        Route::ListStatuses => list_statuses(req, &params, shared),
         Route::AccessTokens => not_found(),
         Route::Zipball => {
             let (owner, repo, sha) = (&params[0], &params[1], &params[2]);
@@ -962,8 +994,8 @@ fn answer(
                 headers: vec![(
                     "Location".into(),
                     format!(
-                        "http://127.0.0.1:{}/codeload/{owner}/{repo}/legacy.zip/{sha}",
-                        shared.port
+                        "http://{}/codeload/{owner}/{repo}/legacy.zip/{sha}",
+                        shared.addr
                     ),
                 )],
                 body: Vec::new(),
@@ -993,7 +1025,7 @@ fn answer(
             };
             let git_ref = query_param(&req.target, "ref").unwrap_or("main");
             let name = path.rsplit('/').next().unwrap_or(path);
-            let base = format!("http://127.0.0.1:{}", shared.port);
+            let base = format!("http://{}", shared.addr);
             Response::json(
                 200,
                 json!({
@@ -1060,7 +1092,7 @@ fn create_status(params: &[String], json: Option<Value>, shared: &Shared) -> Res
     let mut inner = shared.lock();
     let id = inner.next_id;
     inner.next_id += 1;
-    let base = format!("http://127.0.0.1:{}", shared.port);
+    let base = format!("http://{}", shared.addr);
     let status = json!({
         "url": format!("{base}/repos/{owner}/{repo}/statuses/{sha}"),
         "avatar_url": Value::Null,
@@ -1078,6 +1110,25 @@ fn create_status(params: &[String], json: Option<Value>, shared: &Shared) -> Res
     drop(inner);
     shared.changed.notify_all();
     Response::json(201, status)
+}
+
+/// A commit's statuses, newest first, as GitHub lists them (`per_page` up
+/// to 100, default 30; only the first page).
+fn list_statuses(req: &Request, params: &[String], shared: &Shared) -> Response {
+    let per_page = query_param(&req.target, "per_page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let inner = shared.lock();
+    let newest_first: Vec<Value> = inner
+        .statuses
+        .iter()
+        .rev()
+        .filter(|(sha, _)| *sha == params[2])
+        .map(|(_, status)| status.clone())
+        .take(per_page)
+        .collect();
+    Response::json(200, Value::Array(newest_first))
 }
 
 /// Base64 with a newline after every 60 output characters, as GitHub's

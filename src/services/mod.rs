@@ -2,6 +2,14 @@
 //! the build container's network namespace, and forgexec waits until each
 //! declared port accepts a TCP connection on 127.0.0.1 before `setup`, up
 //! to each service's `wait:`. Waiting never blocks cancellation.
+//!
+//! Their output reaches the build log through [`wrapper`] (the sidecar's
+//! entrypoint, `forgexec sidecar`), [`wire`] (what it and the build say on
+//! an abstract unix socket) and [`logs`] (the build's side).
+
+pub mod logs;
+pub mod wire;
+pub mod wrapper;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
