@@ -410,7 +410,7 @@ async fn remove_replaced(
 const NODE_CONNECT: Duration = Duration::from_secs(10);
 
 /// How long removing a finished build's sidecars may take.
-const SIDECAR_REMOVAL: Duration = Duration::from_secs(60);
+pub const SIDECAR_REMOVAL: Duration = Duration::from_secs(60);
 
 /// Runs the created service; every failure removes it again.
 async fn after_create(

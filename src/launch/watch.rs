@@ -193,19 +193,36 @@ async fn container_end(
                     )
                     .next()
                     .await;
-                match waited {
+                let ended = match waited {
                     Some(Ok(_))
                     | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
-                        return final_state(&node_docker, container).await
+                        final_state(&node_docker, container).await
                     }
-                    Some(Err(e)) if is_not_found(&e) => return Ok(Ending::Removed),
-                    Some(Err(e)) => {
-                        LaunchError::docker(format!("waiting for container {container}"), e)
-                    }
-                    None => LaunchError::Docker {
+                    Some(Err(e)) if is_not_found(&e) => Ok(Ending::Removed),
+                    Some(Err(e)) => Err(LaunchError::docker(
+                        format!("waiting for container {container}"),
+                        e,
+                    )),
+                    None => Err(LaunchError::Docker {
                         action: format!("waiting for container {container}"),
                         message: "the daemon closed the wait without an exit code".into(),
-                    },
+                    }),
+                };
+                match ended {
+                    // "No such container" from another daemon now at the
+                    // node's address (a replaced machine) is no news of
+                    // the build: its node is lost, which the manager says.
+                    Ok(Ending::Removed) if !is_node(&node_docker, &running.node_id).await => {
+                        LaunchError::Docker {
+                            action: format!("waiting for container {container}"),
+                            message: format!(
+                                "the daemon at node {}'s address is another node's",
+                                running.node_id
+                            ),
+                        }
+                    }
+                    Ok(ending) => return Ok(ending),
+                    Err(err) => err,
                 }
             }
             Err(err) => err,
@@ -216,6 +233,14 @@ async fn container_end(
         }
         tracing::debug!("{container}: retrying the wait: {failure}");
         tokio::time::sleep(WAIT_RETRY).await;
+    }
+}
+
+/// Whether the daemon `docker` is swarm node `node_id`.
+async fn is_node(docker: &Docker, node_id: &str) -> bool {
+    match tokio::time::timeout(MANAGER_TIMEOUT, docker.info()).await {
+        Ok(Ok(info)) => info.swarm.and_then(|s| s.node_id).as_deref() == Some(node_id),
+        _ => false,
     }
 }
 
