@@ -2,13 +2,15 @@
 //! local mode: a busybox `httpd` beside the build, reached by name and by
 //! 127.0.0.1; a service that never listens; nothing left behind; the
 //! services' output in the build log (not ready, exited, failed build,
-//! masked secrets).
+//! masked secrets); a real Redis server from Debian's packages beside a
+//! build that uses it, and its log in a failing build's log.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    busybox_rootfs, docker, import_image_with, static_forgexec, unique_name, Nginx,
+    busybox_rootfs, debian_image, docker, import_image_with, static_forgexec, unique_name, Image,
+    Nginx,
 };
 use crate::launch_swarm::{guard_all, launcher, run, states, text, Fixture, OWNER};
 
@@ -504,4 +506,101 @@ fn the_wrapper_passes_output_and_signals_through_and_serves_the_tail() {
         .read_to_string(&mut out)
         .expect("stdout");
     assert_eq!(out, "db-up\ngot-term\n");
+}
+
+/// Debian's `redis-server` (with `redis-cli`, from redis-tools), for the
+/// tests with a real server: built once per machine (`common::debian_image`)
+/// and kept.
+fn redis_fixture(body: impl Fn(&str) -> String) -> Fixture {
+    let image = debian_image("forge-test-redis", &["redis-server"]);
+    if let Some(took) = image.built_in {
+        eprintln!(
+            "redis image {} built in {:.1} s",
+            image.tag,
+            took.as_secs_f64()
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    Fixture::with_image(&body(&image.tag), dir, Image::kept(&image.tag))
+}
+
+/// A Redis service named `cache` on `port`, on loopback only (the build
+/// runs in the host's network here) and without persistence.
+fn redis_service(image: &str, port: u16) -> String {
+    format!(
+        "services:\n  cache:\n    image: {image}\n    command: [redis-server, --port, \"{port}\", --bind, 127.0.0.1, --save, \"\", --appendonly, \"no\"]\n    ports: [{port}]\n"
+    )
+}
+
+#[test]
+fn a_build_stores_and_reads_a_key_in_a_real_redis_sidecar() {
+    let started = Instant::now();
+    let port = free_port();
+    let fx = redis_fixture(|image| {
+        format!(
+            "{}execute:\n  - redis-cli -h cache -p {port} set k from-the-build\n  - test \"$(redis-cli -h cache -p {port} get k)\" = from-the-build\n  - echo read-back-$(redis-cli -h cache -p {port} get k)\n",
+            redis_service(image, port)
+        )
+    });
+    let out = run(&mut fx.swarm(47, &["--wait"]));
+    let _guards = guard_all(&fx.services(47));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("read-back-from-the-build"),
+        "{}",
+        text(&out)
+    );
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:success")
+    );
+    assert!(
+        sidecars(&fx).is_empty(),
+        "the Redis sidecar removed with the build"
+    );
+    eprintln!(
+        "redis sidecar build: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_failing_build_gets_the_real_redis_servers_last_lines() {
+    let port = free_port();
+    let fx = redis_fixture(|image| {
+        format!(
+            "{}execute:\n  - redis-cli -h cache -p {port} set k v\n  - echo tests fail\n  - exit 1\n",
+            redis_service(image, port)
+        )
+    });
+    let nginx = Nginx::start();
+    let out = run(&mut fx.swarm(48, &["--wait", "--artifacts-url", &nginx.url()]));
+    let _guards = guard_all(&fx.services(48));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let statuses = fx.forge.statuses(&fx.sha);
+    assert_eq!(
+        states(&statuses).last().map(String::as_str),
+        Some("forge/execute:failure")
+    );
+    let log = build_log(&fx, &nginx);
+    let (_, report) = log
+        .split_once("line(s) of service `cache` (running):\n")
+        .unwrap_or_else(|| panic!("no report of service `cache`:\n{log}"));
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("[cache] ") && l.contains(&format!("port={port}"))),
+        "{log}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("[cache] ") && l.contains("Ready to accept connections")),
+        "{log}"
+    );
+    assert!(
+        sidecars(&fx).is_empty(),
+        "the Redis sidecar removed with the build"
+    );
 }

@@ -3,10 +3,10 @@
 //! module in one test process:
 //!
 //! - a node image, a debootstrap'd Debian 12 tree with `docker.io`,
-//!   `iptables` and Debian's distribution registry (`node-image.sh`),
-//!   imported as `forge-test-node:<hash of the recipe>` and reused while
-//!   the recipe is unchanged (built under a lock file when absent, never
-//!   skipped);
+//!   `iptables` and Debian's distribution registry ([`node_recipe`],
+//!   made by `common::debian_image_with`), imported as
+//!   `forge-test-node:<hash of the recipe>` and reused while the recipe is
+//!   unchanged (built under a lock file when absent, never skipped);
 //! - three nodes, each a dockerd in a container of that image on a bridge
 //!   network made for the run: one manager (`swarm init --advertise-addr`
 //!   its bridge address) and two workers. Each daemon listens on its unix
@@ -35,20 +35,20 @@ mod node_loss;
 mod placement;
 mod registry;
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use crate::common::debian::tail;
 use crate::common::{self, busybox_rootfs};
 
 /// Label on every container and network of a cluster: the owning test
 /// process's pid.
 const LABEL: &str = "forge.test.cluster";
-/// The recipe of the node image; its hash names the image.
-const RECIPE: &str = include_str!("node-image.sh");
+/// Run in the node image's tree after the install.
+const CUSTOMIZE: &str = include_str!("node-image.sh");
 /// Port of the anonymous registry on the manager.
 pub const REGISTRY_PORT: u16 = 5000;
 /// Port of the registry that wants a login (htpasswd).
@@ -257,75 +257,34 @@ fn remove_leftovers() {
     }
 }
 
-/// The node image's tag: a hash of its recipe.
-pub fn node_image_tag() -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, RECIPE.as_bytes());
-    format!("forge-test-node:{}", &hex::encode(digest.as_ref())[..16])
+/// The node image's recipe.
+pub fn node_recipe() -> common::DebianRecipe<'static> {
+    common::DebianRecipe {
+        name: "forge-test-node",
+        packages: &[
+            "docker.io",
+            "iptables",
+            "docker-registry",
+            "apache2-utils",
+            "ca-certificates",
+            "procps",
+            "iproute2",
+        ],
+        customize: CUSTOMIZE,
+        changes: &["CMD [\"dockerd\"]"],
+    }
 }
 
-fn image_exists(tag: &str) -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", tag])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// The node image's tag: a hash of its recipe.
+pub fn node_image_tag() -> String {
+    node_recipe().tag()
 }
 
 /// The node image, built when absent; returns its tag and how long the
-/// build took (`None`: reused). Test processes building it at once take
-/// turns on a lock file; the later ones find it built.
+/// build took (`None`: reused).
 pub fn node_image() -> (String, Option<Duration>) {
-    let tag = node_image_tag();
-    if image_exists(&tag) {
-        return (tag, None);
-    }
-    let lock_path = std::env::temp_dir().join("forge-test-node-image.lock");
-    let file =
-        File::create(&lock_path).unwrap_or_else(|e| panic!("create {}: {e}", lock_path.display()));
-    // Held until the image is imported (released on return).
-    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("lock {}: {e}", lock_path.display()));
-    if image_exists(&tag) {
-        return (tag, None);
-    }
-    common::require_program(
-        "debootstrap",
-        "apt-get install debootstrap (.ci/run installs it): the cluster's node image is made with it",
-    );
-    let started = Instant::now();
-    let work = tempfile::tempdir().expect("tempdir");
-    let script = work.path().join("node-image.sh");
-    std::fs::write(&script, RECIPE).expect("write the recipe");
-    let tree = work.path().join("tree");
-    let tarball = work.path().join("node.tar");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(&tree)
-        .arg(&tarball)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node-image.sh");
-    assert!(
-        out.status.success(),
-        "building the node image with debootstrap failed ({}); is deb.debian.org reachable (or FORGE_CLUSTER_MIRROR set)?\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
-        out.status,
-        tail(&String::from_utf8_lossy(&out.stdout), 30),
-        tail(&String::from_utf8_lossy(&out.stderr), 30)
-    );
-    common::docker(&[
-        "import",
-        "--change",
-        "CMD [\"dockerd\"]",
-        &tarball.display().to_string(),
-        &tag,
-    ]);
-    (tag, Some(started.elapsed()))
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let image = common::debian_image_with(&node_recipe());
+    (image.tag, image.built_in)
 }
 
 /// The node container's command: waits for its certificates and flags

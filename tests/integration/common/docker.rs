@@ -53,19 +53,33 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// An imported image; removed (`docker rmi -f`) on Drop.
+/// An imported image; removed (`docker rmi -f`) on Drop unless it is
+/// [`Image::kept`].
 pub struct Image {
     tag: String,
+    keep: bool,
 }
 
 impl Image {
     pub fn tag(&self) -> &str {
         &self.tag
     }
+
+    /// An image the test uses but does not own (a cached Debian image the
+    /// next run reuses): left in place on Drop.
+    pub fn kept(tag: &str) -> Image {
+        Image {
+            tag: tag.to_string(),
+            keep: true,
+        }
+    }
 }
 
 impl Drop for Image {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let _ = Command::new("docker")
             .args(["rmi", "-f", &self.tag])
             .stdout(Stdio::null())
@@ -118,6 +132,7 @@ pub fn import_image_with(tag: &str, rootfs: &Path, changes: &[&str]) -> Image {
     );
     Image {
         tag: tag.to_string(),
+        keep: false,
     }
 }
 
@@ -176,7 +191,7 @@ pub fn import_image_for(tag: &str, rootfs: &Path, architecture: &str) -> Image {
         .expect("run tar");
     assert!(pack.status.success(), "tar of the image failed");
     docker(&["load", "-q", "-i", &archive.display().to_string()]);
-    Image { tag }
+    Image { tag, keep: false }
 }
 
 fn copy_with_mode(src: &Path, dest: &Path, mode: u32) {

@@ -5,6 +5,7 @@
 //! git CLI. When a real part is missing, the helper panics with a message that
 //! says what is missing and how to install it: a test never silently skips.
 
+pub mod debian;
 pub mod docker;
 pub mod forge_server;
 pub mod git;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub use debian::{debian_image, debian_image_with, DebianRecipe};
 pub use docker::{
     busybox_rootfs, docker, docker_ready, empty_rootfs_with, import_image, import_image_with,
     unique_name, Container, Image, Service,
