@@ -605,6 +605,7 @@ async fn ending(serve: &Serve, manager: &Docker, running: &Running) -> Result<En
         .and_then(|s| s.node_id)
         .unwrap_or_default();
     watch::to_end(
+        &serve.nodes,
         manager,
         &local_node,
         running,
@@ -896,6 +897,22 @@ async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0),
         };
+        // A node that went down while serve was away cannot say whether
+        // its build ran or ended: neither followed nor launched again
+        // (its daemon would not answer; a finished build must not run
+        // twice).
+        if let Some(running) = running_of(&docker, &svc.id).await {
+            if let Ok(node) = docker.inspect_node(&running.node_id).await {
+                if watch::node_seen(&node) == watch::NodeSeen::Down {
+                    tracing::warn!(
+                        "{}: its node {} is down; not followed (gc removes the service)",
+                        svc.name,
+                        watch::node_name(&node, &running.node_id)
+                    );
+                    continue;
+                }
+            }
+        }
         let containers = containers_of(&docker, &local_node, &svc.id, serve).await;
         let mut state = None;
         for (node_docker, id) in &containers {
