@@ -13,9 +13,12 @@
 //! output into the build log ([`crate::services::wrapper`]).
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig, ImageConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, ImageConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder,
@@ -258,9 +261,20 @@ pub async fn remove(docker: &Docker, build_name: &str) {
     tracing::warn!("sidecars of {build_name} may be left behind: `forge-launch gc` removes them");
 }
 
+/// How long a sidecar may stay created but not started before `gc` takes
+/// it for the leftover of a launcher that died mid-launch.
+const LAUNCH_GRACE: Duration = Duration::from_secs(600);
+
 /// Removes every sidecar on `docker` whose build container no longer runs
-/// (its launcher died before removing it). Returns how many were removed.
+/// (its launcher died before removing it). A sidecar not started yet is
+/// being launched (sidecars are made before their build container starts,
+/// which may be stopped or not started at that time): it stays unless it
+/// is older than [`LAUNCH_GRACE`]. Returns how many were removed.
 pub async fn reap(docker: &Docker) -> usize {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut removed = 0;
     for container in list(docker, LABEL_CONTAINER).await {
         let (Some(id), Some(build)) = (
@@ -273,6 +287,12 @@ pub async fn reap(docker: &Docker) -> usize {
         ) else {
             continue;
         };
+        let created = u64::try_from(container.created.unwrap_or(0)).unwrap_or(0);
+        let launching = container.state == Some(ContainerSummaryStateEnum::CREATED)
+            && now.saturating_sub(created) < LAUNCH_GRACE.as_secs();
+        if launching {
+            continue;
+        }
         let running = match docker.inspect_container(&build, None).await {
             Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
             Err(e) if is_not_found(&e) => false,

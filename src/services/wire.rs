@@ -132,10 +132,55 @@ pub enum ServiceLogError {
     NoAnswer,
 }
 
+/// Connects to the abstract socket `name` without blocking: a listener
+/// whose backlog is full (one that never accepts) fails the connect with
+/// `WouldBlock` instead of holding it for ever, which std's connect would.
+fn connect(name: &str) -> io::Result<UnixStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let bytes = name.as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() + 1 > addr.sun_path.len() {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // sun_path[0] stays 0: an abstract name.
+    for (slot, byte) in addr.sun_path[1..].iter_mut().zip(bytes) {
+        *slot = *byte as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len();
+    // SAFETY: plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let rc = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 /// Connects to `name` and sends `request` (`tail` or `watch`).
 pub fn request(name: &str, request: &str) -> Result<UnixStream, ServiceLogError> {
-    let address = address(name).map_err(ServiceLogError::Unreachable)?;
-    let mut stream = UnixStream::connect_addr(&address).map_err(ServiceLogError::Unreachable)?;
+    let mut stream = connect(name).map_err(ServiceLogError::Unreachable)?;
     stream
         .set_write_timeout(Some(Duration::from_secs(1)))
         .map_err(ServiceLogError::Io)?;
@@ -243,5 +288,37 @@ mod tests {
         let a = socket_name(&long, "db");
         let b = socket_name(&long, "web");
         assert!(a.len() <= 100 && a != b);
+    }
+
+    #[test]
+    fn a_wrapper_that_never_answers_costs_a_bounded_wait() {
+        let name = socket_name(&format!("silent-{}", std::process::id()), "db");
+        let _listener = std::os::unix::net::UnixListener::bind_addr(&address(&name).expect("name"))
+            .expect("bind");
+        let started = Instant::now();
+        let err = tail(&name, Duration::from_millis(300)).expect_err("no answer");
+        assert!(matches!(err, ServiceLogError::TooSlow(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(matches!(
+            tail(&socket_name("nobody", "db"), Duration::from_secs(1)),
+            Err(ServiceLogError::Unreachable(_))
+        ));
+    }
+
+    #[test]
+    fn a_listener_that_never_accepts_cannot_hold_a_connect() {
+        let name = socket_name(&format!("full-{}", std::process::id()), "db");
+        let _listener = std::os::unix::net::UnixListener::bind_addr(&address(&name).expect("name"))
+            .expect("bind");
+        // Fill its backlog; the connect after that fails at once.
+        let mut held = Vec::new();
+        let err = loop {
+            match connect(&name) {
+                Ok(stream) => held.push(stream),
+                Err(err) => break err,
+            }
+            assert!(held.len() < 100_000, "the backlog never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
     }
 }

@@ -107,7 +107,7 @@ pub fn run(build_id: &str, name: &str, argv: &[OsString]) -> u8 {
         // The service runs all the same; the build reports no output.
         Err(err) => eprintln!("forgexec sidecar: cannot listen on @{socket}: {err}"),
     }
-    let code = match start(argv, &shared) {
+    let (code, stopped) = match start(argv, &shared) {
         Ok(child) => supervise(child, &watched),
         Err(message) => {
             eprintln!("{message}");
@@ -115,10 +115,11 @@ pub fn run(build_id: &str, name: &str, argv: &[OsString]) -> u8 {
                 text: message.into_bytes(),
                 cut: false,
             });
-            i32::from(NOT_STARTED)
+            (i32::from(NOT_STARTED), false)
         }
     };
-    finish(&shared, code);
+    // Stopped (docker stop, a removal): no one to wait for.
+    finish(&shared, code, if stopped { Duration::ZERO } else { LINGER });
     u8::try_from(code).unwrap_or(1)
 }
 
@@ -206,21 +207,24 @@ fn copy_output(mut source: Source, mut out: Sink, shared: &Shared) {
 }
 
 /// Forwards signals to the service and reaps children until it exits;
-/// returns its exit code (128 + N for signal N).
-fn supervise(child: Pid, watched: &SigSet) -> i32 {
+/// returns its exit code (128 + N for signal N) and whether it was asked to
+/// stop (a termination signal was forwarded).
+fn supervise(child: Pid, watched: &SigSet) -> (i32, bool) {
+    let mut stopped = false;
     loop {
         match watched.wait() {
             Ok(Signal::SIGCHLD) => loop {
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => return (code, stopped),
                     Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
-                        return 128 + signal as i32
+                        return (128 + signal as i32, stopped)
                     }
                     Ok(WaitStatus::StillAlive) | Err(_) => break,
                     Ok(_) => {}
                 }
             },
             Ok(signal) => {
+                stopped |= crate::run::cancel::CANCEL_SIGNALS.contains(&signal);
                 let _ = kill(child, signal);
             }
             Err(_) => {}
@@ -229,8 +233,8 @@ fn supervise(child: Pid, watched: &SigSet) -> i32 {
 }
 
 /// The service exited: lets its output drain (bounded), publishes the
-/// exit, and stays a little for a build that has not asked yet.
-fn finish(shared: &Shared, code: i32) {
+/// exit, and stays up to `linger` for a build that has not asked yet.
+fn finish(shared: &Shared, code: i32, linger: Duration) {
     let drained = Instant::now() + DRAIN;
     let mut tail = shared.lock();
     while tail.readers > 0 {
@@ -246,7 +250,7 @@ fn finish(shared: &Shared, code: i32) {
     }
     tail.state = State::Exited(code);
     shared.changed.notify_all();
-    let linger = Instant::now() + LINGER;
+    let linger = Instant::now() + linger;
     while shared.told.load(Ordering::SeqCst) == 0 {
         let left = linger.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -397,6 +401,6 @@ mod tests {
 
     fn finish_with(shared: &Arc<Shared>, code: i32) {
         let shared = Arc::clone(shared);
-        std::thread::spawn(move || finish(&shared, code));
+        std::thread::spawn(move || finish(&shared, code, LINGER));
     }
 }

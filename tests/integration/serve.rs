@@ -977,7 +977,7 @@ fn sigterm_stops_serve_and_leaves_running_builds_alone() {
     serve.kill();
 }
 
-fn env_count(name: &str, default: usize) -> usize {
+pub(crate) fn env_count(name: &str, default: usize) -> usize {
     match std::env::var(name) {
         Err(_) => default,
         Ok(text) => text
@@ -1150,7 +1150,7 @@ execute:
   - echo UPTIME=$(cat /proc/uptime)
 ";
 
-fn uptime() -> f64 {
+pub(crate) fn uptime() -> f64 {
     let text = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
     text.split_whitespace()
         .next()
@@ -1159,7 +1159,7 @@ fn uptime() -> f64 {
 }
 
 /// The uptime the build's first command printed, if it did.
-fn first_command_uptime(output: &str) -> Option<f64> {
+pub(crate) fn first_command_uptime(output: &str) -> Option<f64> {
     // The command line itself is echoed too (`UPTIME=$(cat ...`).
     output
         .split("UPTIME=")
@@ -1167,7 +1167,7 @@ fn first_command_uptime(output: &str) -> Option<f64> {
         .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
-fn median_ms(samples: &mut [f64]) -> f64 {
+pub(crate) fn median_ms(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2] * 1000.0
 }

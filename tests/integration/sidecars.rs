@@ -298,6 +298,39 @@ fn gc_reaps_the_services_of_a_build_nobody_waited_for() {
 }
 
 #[test]
+fn gc_leaves_the_services_of_a_build_being_launched() {
+    // The launcher makes the sidecars before it starts the build container
+    // (which, in a swarm, may have failed its first start by then), and
+    // starts them after.
+    let fx = fixture(|_| "execute:\n  - 'true'\n".to_string());
+    let tag = fx.image.tag().to_string();
+    let repo = format!("{OWNER}/{}", fx.repo);
+    let build = crate::common::Container::create(&[&tag, "true"]);
+    let label = |key: &str, value: &str| format!("{key}={value}");
+    let sidecar = crate::common::Container::create(&[
+        "--label",
+        &label("forge.sidecar.of", &unique_name("build")),
+        "--label",
+        &label("forge.sidecar.container", build.id()),
+        "--label",
+        &label("forge.repo", &repo),
+        &tag,
+        "sleep",
+        "600",
+    ]);
+    let gc = || {
+        let out = run(Command::new(launcher()).args(["gc", "--older-than", "0s", "--repo", &repo]));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    };
+    gc();
+    assert_eq!(sidecars(&fx), [sidecar.id()[..12].to_string()]);
+    // Started beside a build container that does not run: a leftover.
+    docker(&["start", sidecar.id()]);
+    gc();
+    assert!(sidecars(&fx).is_empty(), "{:?}", sidecars(&fx));
+}
+
+#[test]
 fn a_newer_push_removes_the_older_builds_services() {
     let port = free_port();
     let fx = fixture(|image| format!("{}execute:\n  - sleep 120\n", web_service(image, port, 0)));
@@ -412,4 +445,63 @@ fn a_service_ready_at_once_adds_little_before_the_first_setup_command() {
         assert!(*t >= 0.0, "a setup command ran before its container: {t}");
     }
     assert!(sidecars(&fx).is_empty(), "sidecars removed with the builds");
+}
+
+/// `forgexec sidecar` itself, without Docker: the service's output passes
+/// through, its last lines and state are served on the abstract socket,
+/// a SIGTERM reaches it, and its exit code is the wrapper's.
+#[test]
+fn the_wrapper_passes_output_and_signals_through_and_serves_the_tail() {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+
+    let build = unique_name("wrapper");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forgexec"))
+        .args(["sidecar", "--build", &build, "db", "--", "sh", "-c"])
+        .arg("trap 'echo got-term; exit 3' TERM; echo db-up; while :; do sleep 0.05; done")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start forgexec sidecar");
+    let address =
+        SocketAddr::from_abstract_name(format!("forge-sidecar/{build}/db")).expect("name");
+    let ask = |request: &str| -> String {
+        let mut stream = UnixStream::connect_addr(&address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.write_all(request.as_bytes()).expect("ask");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        answer
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = UnixStream::connect_addr(&address)
+            .is_ok()
+            .then(|| ask("tail\n"));
+        if answered.as_deref() == Some("forge-sidecar 1 running\n|db-up\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tail: {answered:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(3));
+    // Stopped: it does not stay for a build that never asks.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    assert_eq!(out, "db-up\ngot-term\n");
 }

@@ -29,6 +29,7 @@
 
 mod builds;
 mod gc;
+mod latency;
 mod node_address;
 mod node_loss;
 mod placement;
