@@ -17,7 +17,7 @@ use super::node::NodeAccess;
 use super::swarm::{self, Running};
 use super::LaunchError;
 
-/// How often the manager is asked about the build's node.
+/// How often the manager is asked about the nodes of the builds followed.
 pub const NODE_POLL: Duration = Duration::from_secs(2);
 /// How long one question to the manager may take.
 const MANAGER_TIMEOUT: Duration = Duration::from_secs(10);
