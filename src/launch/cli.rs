@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -317,23 +318,35 @@ pub fn main() -> ExitCode {
     };
     // The token is read first so that every error is printed with it
     // masked (a forge may echo it back).
-    let token = match &cli.command {
-        Command::Swarm(args) => read_token(args.common.token_file.as_deref()),
-        Command::Local(args) => read_token(args.common.token_file.as_deref()),
-        Command::Serve(args) => read_token(args.common.token_file.as_deref()),
-        Command::Gc(_) => Ok(None),
+    // So are the registry logins.
+    let secrets = match &cli.command {
+        Command::Swarm(args) => read_secrets(
+            args.common.token_file.as_deref(),
+            args.placement.registry_auth.as_deref(),
+        ),
+        Command::Local(args) => read_secrets(args.common.token_file.as_deref(), None),
+        Command::Serve(args) => read_secrets(
+            args.common.token_file.as_deref(),
+            args.placement.registry_auth.as_deref(),
+        ),
+        Command::Gc(_) => Ok((None, None)),
     };
-    let renderer = match &token {
-        Ok(token) => Renderer::new(Masker::new(token.iter().map(Secret::expose))),
+    let renderer = match &secrets {
+        Ok((token, registry)) => Renderer::new(Masker::new(
+            token
+                .iter()
+                .chain(registry.iter().flat_map(|r| r.secrets()))
+                .map(Secret::expose),
+        )),
         Err(_) => Renderer::default(),
     };
-    let result = match token {
-        Ok(token) => runtime.block_on(async {
+    let result = match secrets {
+        Ok((token, registry)) => runtime.block_on(async {
             match cli.command {
-                Command::Swarm(args) => run_swarm(*args, token).await,
+                Command::Swarm(args) => run_swarm(*args, token, registry).await,
                 Command::Local(args) => run_local(*args, token).await,
                 Command::Gc(args) => run_gc(args).await,
-                Command::Serve(args) => run_serve(*args, token).await,
+                Command::Serve(args) => run_serve(*args, token, registry).await,
             }
         }),
         Err(err) => Err(err),
@@ -347,7 +360,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchError> {
+async fn run_swarm(
+    args: SwarmArgs,
+    token: Option<Secret>,
+    registry_auth: Option<Arc<RegistryAuth>>,
+) -> Result<u8, LaunchError> {
     let from_event = match &args.event {
         Some(path) => {
             let (label, bytes) = read_input(path)?;
@@ -387,7 +404,7 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
         start_timeout: args.placement.start_timeout,
         labels: Default::default(),
         copy_slots: None,
-        registry_auth: registry_auth(args.placement.registry_auth.as_deref())?,
+        registry_auth: registry_auth.clone(),
     };
     match swarm::launch(&opts).await? {
         Outcome::Started { service, .. } => {
@@ -417,7 +434,11 @@ async fn run_swarm(args: SwarmArgs, token: Option<Secret>) -> Result<u8, LaunchE
     }
 }
 
-async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchError> {
+async fn run_serve(
+    args: ServeArgs,
+    token: Option<Secret>,
+    registry_auth: Option<Arc<RegistryAuth>>,
+) -> Result<u8, LaunchError> {
     let serve_error = |err: ServeError| {
         Renderer::default().report("forge-launch serve", &err);
         exit::INFRASTRUCTURE
@@ -457,7 +478,7 @@ async fn run_serve(args: ServeArgs, token: Option<Secret>) -> Result<u8, LaunchE
         // use is also what it reserves.
         resources: resource_policy(&args.limits, true)?,
         node_access: node_access(&args.tls),
-        registry_auth: registry_auth(args.placement.registry_auth.as_deref())?,
+        registry_auth: registry_auth.clone(),
         start_timeout: args.placement.start_timeout,
         retry_lost: args.placement.retry_lost,
         retention: args.retention,
@@ -549,9 +570,16 @@ fn read_token(path: Option<&Path>) -> Result<Option<Secret>, LaunchError> {
     Ok(Some(Secret::new(token)))
 }
 
-fn registry_auth(path: Option<&Path>) -> Result<Option<std::sync::Arc<RegistryAuth>>, LaunchError> {
-    path.map(|path| RegistryAuth::load(path).map(std::sync::Arc::new))
-        .transpose()
+/// The token file's token and the `--registry-auth` logins.
+fn read_secrets(
+    token_file: Option<&Path>,
+    registry_auth: Option<&Path>,
+) -> Result<(Option<Secret>, Option<Arc<RegistryAuth>>), LaunchError> {
+    let token = read_token(token_file)?;
+    let registry = registry_auth
+        .map(|path| RegistryAuth::load(path).map(Arc::new))
+        .transpose()?;
+    Ok((token, registry))
 }
 
 fn node_access(tls: &TlsArgs) -> NodeAccess {

@@ -210,13 +210,25 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
+    /// The token's and the registry logins' masker.
+    fn masker(&self) -> crate::run::output::Masker {
+        let registry = self.opts.registry_auth.iter().flat_map(|a| a.secrets());
+        crate::run::output::Masker::new(
+            self.opts
+                .token
+                .iter()
+                .chain(registry)
+                .map(crate::secret::Secret::expose),
+        )
+    }
+
     /// A `pending` status (a retry's), best effort.
     async fn pending(&self, text: &str) {
         let build = &self.opts.build;
         let Some(url) = &build.status_url else {
             return;
         };
-        let renderer = crate::render::Renderer::new(self.forge.masker().clone());
+        let renderer = crate::render::Renderer::new(self.masker());
         let status = CommitStatus::new(
             StatusState::Pending,
             build.status_context.clone(),
@@ -239,7 +251,7 @@ impl Reporter<'_> {
         let Some(url) = &build.status_url else {
             return;
         };
-        let renderer = crate::render::Renderer::new(self.forge.masker().clone());
+        let renderer = crate::render::Renderer::new(self.masker());
         let status = CommitStatus::new(
             StatusState::Error,
             build.status_context.clone(),

@@ -548,10 +548,6 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
     serve.metrics.builds_running.dec();
     let build = &watched.attempt.build;
     let name = plan::build_name(build);
-    // Its sidecars are done too (on a lost node they went with it).
-    if !matches!(ending, Ok(Ending::NodeLost { .. })) {
-        remove_sidecars(&serve, &manager, &watched.running, &name).await;
-    }
     let (text, exit_code) = match ending {
         Ok(Ending::Exited {
             code,
@@ -574,6 +570,15 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
             return;
         }
     };
+    // Its sidecars go with it, not at the next gc (within a bound: its
+    // node may be failing).
+    let removal = remove_sidecars(&serve, &manager, &watched.running.node_id, &name);
+    if tokio::time::timeout(swarm::SIDECAR_REMOVAL, removal)
+        .await
+        .is_err()
+    {
+        tracing::warn!("{name}: sidecars left for gc: the node did not answer");
+    }
     match text {
         None => {
             tracing::info!("{name}: forgexec reported the build");
@@ -587,39 +592,6 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
                 .post(build, watched.attempt.install_id, StatusState::Error, &text)
                 .await;
         }
-    }
-}
-
-/// Removes the sidecars of an ended build through its node's daemon.
-async fn remove_sidecars(serve: &Serve, manager: &Docker, running: &Running, name: &str) {
-    let removal = async {
-        let local_node = manager
-            .info()
-            .await
-            .ok()
-            .and_then(|i| i.swarm)
-            .and_then(|s| s.node_id)
-            .unwrap_or_default();
-        match swarm::node_daemon(
-            manager,
-            &local_node,
-            &running.node_id,
-            &serve.opts.node_access,
-        )
-        .await
-        {
-            Ok(node_docker) => sidecar::remove(&node_docker, name).await,
-            Err(err) => tracing::warn!("{name}: sidecars not removed: {err}"),
-        }
-    };
-    if tokio::time::timeout(swarm::SIDECAR_REMOVAL, removal)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "{name}: sidecars not removed within {:?}; gc reaps them",
-            swarm::SIDECAR_REMOVAL
-        );
     }
 }
 
@@ -719,6 +691,25 @@ async fn retry(serve: &Arc<Serve>, ticket: Ticket, lost: Attempt, node: &str, no
             "{name}: retry not launched: {}",
             serve.renderer().error(&err)
         );
+    }
+}
+
+/// Removes the sidecars of build `name` from node `node_id` (where the
+/// launch started them); failures are logged, `gc` reaps what is left.
+async fn remove_sidecars(serve: &Serve, manager: &Docker, node_id: &str, name: &str) {
+    let local_node = match manager.info().await {
+        Ok(info) => info.swarm.and_then(|s| s.node_id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!("{name}: sidecars left for gc: reading the daemon's info: {e}");
+            return;
+        }
+    };
+    match swarm::node_daemon(manager, &local_node, node_id, &serve.opts.node_access).await {
+        Ok(node_docker) => sidecar::remove(&node_docker, name).await,
+        Err(err) => tracing::warn!(
+            "{name}: sidecars left for gc: {}",
+            serve.renderer().error(&err)
+        ),
     }
 }
 

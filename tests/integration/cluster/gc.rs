@@ -32,8 +32,41 @@ fn gc_removes_finished_builds_and_their_sidecars_on_every_node() {
     let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
     services.names.push(name.clone());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let statuses = project.final_statuses(&sha, Duration::from_secs(60));
-    assert_eq!(statuses.last().unwrap()["state"], "success", "{statuses:?}");
+    let statuses = project.final_statuses(&sha, Duration::from_secs(90));
+    if statuses.last().unwrap()["state"] != "success" {
+        let logs: Vec<String> = pool
+            .docker(&[
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &format!("label=forge.sidecar.of={name}"),
+            ])
+            .lines()
+            .chain(
+                pool.docker(&[
+                    "ps",
+                    "-a",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.swarm.service.name={name}"),
+                ])
+                .lines(),
+            )
+            .map(|id| {
+                let out = std::process::Command::new("docker")
+                    .args(["exec", &pool.container, "docker", "logs", id])
+                    .output()
+                    .expect("docker logs");
+                format!(
+                    "--- {id}\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .collect();
+        panic!("{statuses:?}\n{}", logs.join("\n"));
+    }
     assert_eq!(cluster.task_node(&name).hostname, pool.hostname);
 
     // The launcher did not wait: the sidecar outlives the build on the

@@ -31,6 +31,7 @@ mod builds;
 mod gc;
 mod latency;
 mod node_address;
+mod node_loss;
 mod placement;
 mod registry;
 
