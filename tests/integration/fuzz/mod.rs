@@ -12,6 +12,7 @@ mod masker;
 mod pre_push;
 mod redact_url;
 mod retry_after;
+mod sidecar_wire;
 mod spec;
 mod unpack;
 #[cfg(feature = "launcher")]
