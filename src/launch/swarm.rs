@@ -493,10 +493,11 @@ async fn run_service(
     // A node that goes down now never answers: the launch on it ends when
     // the manager sees it down.
     let node_id = placed.node_id.clone();
+    let nodes = watch::NodeView::default();
     let node_docker = tokio::select! {
         biased;
         started = start_on_node(opts, spec, docker, local_node, name, &placed) => started?,
-        node = watch::node_lost(docker, &node_id) => {
+        node = watch::node_lost(&nodes, docker, &node_id) => {
             return Err(LaunchError::NodeLost { node, node_id });
         }
     };
@@ -512,7 +513,7 @@ async fn run_service(
         });
     }
     let ending = tokio::select! {
-        ending = watch::to_end(docker, local_node, &running, &opts.node_access, true) => ending,
+        ending = watch::to_end(&nodes, docker, local_node, &running, &opts.node_access, true) => ending,
         _ = tokio::signal::ctrl_c() => {
             return Err(LaunchError::Docker {
                 action: "waiting for the build".into(),

@@ -17,7 +17,7 @@ use super::node::NodeAccess;
 use super::swarm::{self, Running};
 use super::LaunchError;
 
-/// How often the manager is asked about the build's node.
+/// How often the manager is asked about the nodes of the builds followed.
 pub const NODE_POLL: Duration = Duration::from_secs(2);
 /// How long one question to the manager may take.
 const MANAGER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,23 +118,71 @@ pub enum Ending {
     NodeLost { node: String, node_id: String },
 }
 
+/// The manager's view of the swarm's nodes, shared by every build a
+/// process follows: one `docker node ls` per [`NODE_POLL`] however many
+/// builds are watched (serve follows many at once).
+#[derive(Debug, Default)]
+pub struct NodeView {
+    last: tokio::sync::Mutex<Option<(Instant, NodeMap)>>,
+}
+
+/// Each node's state and name, by id.
+type NodeMap = std::sync::Arc<std::collections::HashMap<String, (NodeSeen, String)>>;
+
+impl NodeView {
+    /// How node `node_id` looks (state, name), from a list at most
+    /// [`NODE_POLL`] old; `None` when the manager does not answer. A node
+    /// missing from the list is [`NodeSeen::Gone`].
+    pub async fn look(&self, manager: &Docker, node_id: &str) -> Option<(NodeSeen, String)> {
+        let mut last = self.last.lock().await;
+        let fresh = last
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < NODE_POLL);
+        if !fresh {
+            let listed = tokio::time::timeout(
+                MANAGER_TIMEOUT,
+                manager.list_nodes(None::<bollard::query_parameters::ListNodesOptions>),
+            )
+            .await;
+            match listed {
+                Ok(Ok(nodes)) => {
+                    let map = nodes
+                        .iter()
+                        .filter_map(|n| {
+                            let id = n.id.clone()?;
+                            let name = node_name(n, &id);
+                            Some((id, (node_seen(n), name)))
+                        })
+                        .collect();
+                    *last = Some((Instant::now(), std::sync::Arc::new(map)));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("listing the swarm's nodes: {e}");
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let (_, map) = last.as_ref()?;
+        Some(
+            map.get(node_id)
+                .cloned()
+                .unwrap_or_else(|| (NodeSeen::Gone, node_id.to_string())),
+        )
+    }
+}
+
 /// Resolves when the manager sees `node_id` lost; returns its name.
-pub async fn node_lost(manager: &Docker, node_id: &str) -> String {
+pub async fn node_lost(view: &NodeView, manager: &Docker, node_id: &str) -> String {
     let mut judge = LossJudge::default();
     let mut name = node_id.to_string();
     loop {
-        let look = tokio::time::timeout(MANAGER_TIMEOUT, manager.inspect_node(node_id)).await;
-        let seen = match look {
-            Ok(Ok(node)) => {
-                name = node_name(&node, node_id);
-                Some(node_seen(&node))
+        let seen = match view.look(manager, node_id).await {
+            Some((seen, named)) => {
+                name = named;
+                Some(seen)
             }
-            Ok(Err(e)) if is_not_found(&e) => Some(NodeSeen::Gone),
-            Ok(Err(e)) => {
-                tracing::debug!("inspecting node {node_id}: {e}");
-                None
-            }
-            Err(_) => None,
+            None => None,
         };
         if judge.lost(seen, Instant::now()) {
             return name;
@@ -146,6 +194,7 @@ pub async fn node_lost(manager: &Docker, node_id: &str) -> String {
 /// Follows `running` to its end: `logs` streams its output to stdout
 /// first (`swarm --wait`). Never waits on a node the manager sees lost.
 pub async fn to_end(
+    view: &NodeView,
     manager: &Docker,
     local_node: &str,
     running: &Running,
@@ -153,7 +202,7 @@ pub async fn to_end(
     logs: bool,
 ) -> Result<Ending, LaunchError> {
     let ended = container_end(manager, local_node, running, access, logs);
-    let lost = node_lost(manager, &running.node_id);
+    let lost = node_lost(view, manager, &running.node_id);
     tokio::select! {
         biased;
         ending = ended => ending,

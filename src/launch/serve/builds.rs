@@ -110,12 +110,13 @@ impl Lanes {
         }
     }
 
-    /// The lane of a build already launched.
-    pub fn key_of(build: &BuildContext) -> String {
+    /// The lane of a build already launched, with serve's `labels` on its
+    /// service (a push build's branch).
+    pub fn key_of(build: &BuildContext, labels: &HashMap<String, String>) -> String {
         let trigger = match build.pull_request {
             Some(number) => Trigger::PullRequest { number },
             None => Trigger::Push {
-                branch: String::new(),
+                branch: labels.get(plan::label::BRANCH).cloned().unwrap_or_default(),
             },
         };
         Lanes::key(&build.owner, &build.repo, Some(&trigger))
@@ -373,7 +374,8 @@ async fn try_launch(
 pub struct Attempt {
     pub build: BuildContext,
     pub install_id: Option<u64>,
-    /// serve's labels on the service (the delivery, the installation).
+    /// serve's labels on the service (the delivery, the installation, a
+    /// push build's branch).
     pub labels: HashMap<String, String>,
     /// Where the swarm may place it: the operator's `--constraint`s and,
     /// on a retry, off the nodes lost before.
@@ -605,6 +607,7 @@ async fn ending(serve: &Serve, manager: &Docker, running: &Running) -> Result<En
         .and_then(|s| s.node_id)
         .unwrap_or_default();
     watch::to_end(
+        &serve.nodes,
         manager,
         &local_node,
         running,
@@ -634,13 +637,16 @@ async fn lost(serve: &Arc<Serve>, manager: &Docker, watched: Watched, node: &str
         // lane, so a delivery that comes now waits for it. The retry's
         // launch removes the lost service (as any newer launch does), so a
         // serve restarted meanwhile still finds the build.
-        match Lanes::enter_if_idle(serve, Lanes::key_of(&attempt.build)) {
-            Some(ticket) => {
-                retry(serve, ticket, attempt, node, node_id).await;
-                return;
-            }
-            None => tracing::info!("{name}: lost with node {node}; a newer delivery replaces it"),
+        let ticket = Lanes::enter_if_idle(serve, Lanes::key_of(&attempt.build, &attempt.labels));
+        let turn = match &ticket {
+            Some(ticket) => ticket.turn().await,
+            None => None,
+        };
+        if let Some(_turn) = turn {
+            retry(serve, attempt, node, node_id).await;
+            return;
         }
+        tracing::info!("{name}: lost with node {node}; a newer delivery replaces it");
     }
     // Nothing of it runs anywhere: its service goes now, not at gc.
     if let Err(err) = service::remove(manager, &watched.running.service_id).await {
@@ -659,12 +665,10 @@ async fn lost(serve: &Arc<Serve>, manager: &Docker, watched: Watched, node: &str
 
 /// Launches the next attempt of a lost build, off the lost node, after
 /// posting its `pending` "retry N of M after node NAME went down".
-async fn retry(serve: &Arc<Serve>, ticket: Ticket, lost: Attempt, node: &str, node_id: &str) {
+/// The caller holds the lane's turn.
+async fn retry(serve: &Arc<Serve>, lost: Attempt, node: &str, node_id: &str) {
     let _inflight = InFlight::new(serve);
     let accepted = Instant::now();
-    let Some(_turn) = ticket.turn().await else {
-        return;
-    };
     let Ok(_slot) = serve.launch_slots.acquire().await else {
         return;
     };
@@ -886,7 +890,10 @@ async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
             labels: svc
                 .labels
                 .iter()
-                .filter(|(k, _)| [label::DELIVERY, label::INSTALLATION].contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    [label::DELIVERY, label::INSTALLATION, plan::label::BRANCH]
+                        .contains(&k.as_str())
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             constraints,
@@ -896,6 +903,22 @@ async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0),
         };
+        // A node that went down while serve was away cannot say whether
+        // its build ran or ended: neither followed nor launched again
+        // (its daemon would not answer; a finished build must not run
+        // twice).
+        if let Some(running) = running_of(&docker, &svc.id).await {
+            if let Ok(node) = docker.inspect_node(&running.node_id).await {
+                if watch::node_seen(&node) == watch::NodeSeen::Down {
+                    tracing::warn!(
+                        "{}: its node {} is down; not followed (gc removes the service)",
+                        svc.name,
+                        watch::node_name(&node, &running.node_id)
+                    );
+                    continue;
+                }
+            }
+        }
         let containers = containers_of(&docker, &local_node, &svc.id, serve).await;
         let mut state = None;
         for (node_docker, id) in &containers {
@@ -1031,6 +1054,89 @@ mod tests {
         assert!(unreported_ending(42, false, None)
             .unwrap()
             .contains("exit code 42"));
+    }
+
+    fn serve() -> Arc<Serve> {
+        let opts = super::super::ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            credentials: super::super::app::Credentials::None,
+            push: Default::default(),
+            build_forks: true,
+            action: "execute".into(),
+            api_url: "http://127.0.0.1:1".into(),
+            artifacts_url: None,
+            target_url: None,
+            forgexec: crate::launch::binary::Binaries::from_path(&std::env::current_exe().unwrap())
+                .unwrap(),
+            networks: Vec::new(),
+            constraints: Vec::new(),
+            resources: Default::default(),
+            node_access: Default::default(),
+            registry_auth: None,
+            start_timeout: Duration::from_secs(1),
+            retry_lost: 1,
+            retention: Duration::from_secs(1),
+            gc_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(1),
+            queued_after: Duration::from_secs(1),
+            max_launches: 1,
+        };
+        Arc::new(Serve::new(opts, &crate::secret::Secret::new("s")).unwrap())
+    }
+
+    fn build(extra: &[(&str, &str)]) -> BuildContext {
+        let mut vars = vec![
+            ("FORGE_OWNER", "octo"),
+            ("FORGE_REPO", "widget"),
+            ("FORGE_SHA", "0123456789abcdef0123456789abcdef01234567"),
+            ("FORGE_BUILD_ID", "B1"),
+        ];
+        vars.extend_from_slice(extra);
+        facts::validate(&RawFacts::from_vars(vars), Mode::Container, |_| false).unwrap()
+    }
+
+    #[test]
+    fn a_lost_build_is_retried_in_its_lane_only_when_no_newer_delivery_waits() {
+        let serve = serve();
+        let pr = build(&[("FORGE_PULL_REQUEST", "7")]);
+        let key = Lanes::key_of(&pr, &HashMap::new());
+        assert_eq!(
+            key,
+            Lanes::key("octo", "widget", Some(&Trigger::PullRequest { number: 7 }))
+        );
+        // A push build's lane is its branch's.
+        let push = build(&[]);
+        let labels = HashMap::from([(plan::label::BRANCH.to_string(), "main".to_string())]);
+        assert_eq!(
+            Lanes::key_of(&push, &labels),
+            Lanes::key(
+                "octo",
+                "widget",
+                Some(&Trigger::Push {
+                    branch: "main".into()
+                })
+            )
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // A delivery of the pull request waits for its launch: it is newer
+        // than the lost build, which is not retried.
+        let waiting = Lanes::enter(&serve, key.clone());
+        assert!(Lanes::enter_if_idle(&serve, key.clone()).is_none());
+        drop(waiting);
+        // An idle lane: the retry takes it, and has its turn.
+        let retry = Lanes::enter_if_idle(&serve, key.clone()).expect("an idle lane");
+        runtime.block_on(async {
+            assert!(retry.turn().await.is_some());
+        });
+        // A delivery that came in between the two: it replaces the build.
+        let newer = Lanes::enter(&serve, key.clone());
+        runtime.block_on(async {
+            assert!(retry.turn().await.is_none());
+            assert!(newer.turn().await.is_some());
+        });
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct Serve {
     pub copy_slots: Arc<tokio::sync::Semaphore>,
     /// Launches and cancellations in flight.
     pub inflight: tokio::sync::watch::Sender<usize>,
+    /// The swarm's nodes as the manager sees them, for every build
+    /// followed (a node that goes down ends its builds).
+    pub nodes: super::watch::NodeView,
 }
 
 impl Serve {
@@ -154,6 +157,7 @@ impl Serve {
             launch_slots: tokio::sync::Semaphore::new(max_launches),
             copy_slots: Arc::new(tokio::sync::Semaphore::new(COPY_SLOTS)),
             inflight: tokio::sync::watch::channel(0).0,
+            nodes: super::watch::NodeView::default(),
         })
     }
 

@@ -228,8 +228,9 @@ fn quiet(args: &[&str]) {
         .status();
 }
 
-/// Removes the containers and networks of clusters whose test process is
-/// gone (killed before its `atexit` hook ran).
+/// Removes the containers, networks and certificate directories of
+/// clusters whose test process is gone (killed before its `atexit` hook
+/// ran).
 fn remove_leftovers() {
     let dead = |pid: &str| {
         pid.trim().parse::<i32>().map_or(true, |pid| {
@@ -253,6 +254,18 @@ fn remove_leftovers() {
             if dead(pid) {
                 quiet(&["network", "rm", id]);
             }
+        }
+    }
+    // The certificates of a dead run: `forge-cluster-PID-…` in the
+    // temporary directory.
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("forge-cluster-")
+            .and_then(|rest| rest.split('-').next());
+        if pid.is_some_and(dead) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
