@@ -59,7 +59,7 @@ fn any_answer_decodes_within_the_limits_or_is_refused() {
 fn line() -> impl Strategy<Value = Line> {
     (
         proptest::collection::vec(
-            any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
+            any::<u8>().prop_map(|b| if b == b'\n' { b' ' } else { b }),
             0..64,
         ),
         any::<bool>(),
