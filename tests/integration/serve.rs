@@ -1291,7 +1291,7 @@ fn healthz_is_503_while_the_swarm_manager_does_not_answer() {
     let mut proxy = DaemonProxy::start(socket.clone());
     cmd.env("DOCKER_HOST", format!("unix://{}", socket.display()));
     let serve = Serve::spawn(cmd, dir);
-    let healthy = serve.get("/healthz");
+    let healthy = healthz_until(&serve, 200);
     assert_eq!(healthy.code, 200, "{healthy:?}\n{}", serve.log());
 
     proxy.cut();
@@ -1306,8 +1306,21 @@ fn healthz_is_503_while_the_swarm_manager_does_not_answer() {
     );
 
     let _proxy = DaemonProxy::start(socket);
-    let back = serve.get("/healthz");
+    let back = healthz_until(&serve, 200);
     assert_eq!(back.code, 200, "{back:?}\n{}", serve.log());
+}
+
+/// /healthz until it answers `code` or 10 s have passed (a proxy just
+/// started may reset the first connection under load); the last answer.
+fn healthz_until(serve: &Serve, code: u16) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = serve.get("/healthz");
+        if answer.code == code || Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The App's installation token expires while the build runs (GitHub's
