@@ -295,8 +295,28 @@ struct GcArgs {
     tls: TlsArgs,
 }
 
+/// The launcher copies megabyte buffers (forgexec and its archive) on
+/// many threads. glibc's malloc keeps such buffers in per-thread arenas
+/// once its adaptive mmap threshold has grown past their size, so serve's
+/// RSS grew with every blocking-pool thread it ever used. A fixed threshold
+/// maps each large buffer on its own and returns it when freed; two arenas
+/// bound the rest.
+#[cfg(target_env = "gnu")]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; called first thing
+    // in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn tune_allocator() {}
+
 /// Entry point of the `forge-launch` binary.
 pub fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match &cli.command {
         // A service logs its work by default.
