@@ -14,16 +14,7 @@ cd "$(dirname "$0")/.."
 
 log() { echo "serve_latency: $*" >&2; }
 
-if [[ -z ${FORGEXEC_STATIC_BIN:-} ]]; then
-    log "building the static forgexec (./musl-build)"
-    FORGEXEC_STATIC_BIN=$(./musl-build | tail -n 1)
-fi
-if [[ -z ${FORGE_LAUNCH:-} ]]; then
-    log "building forge-launch (release)"
-    cargo build --quiet --release --bin forge-launch
-    FORGE_LAUNCH=$PWD/target/release/forge-launch
-fi
-export FORGEXEC_STATIC_BIN FORGE_LAUNCH
+. benches/release-binaries.sh
 export FORGE_SERVE_LATENCY_RUNS=${1:-10}
 cargo test --quiet --locked --test integration -- --nocapture --exact \
     serve::a_delivery_reaches_the_first_command_beside_forge_launch_swarm 2>&1 |

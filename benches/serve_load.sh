@@ -14,16 +14,7 @@ cd "$(dirname "$0")/.."
 
 log() { echo "serve_load: $*" >&2; }
 
-if [[ -z ${FORGEXEC_STATIC_BIN:-} ]]; then
-    log "building the static forgexec (./musl-build)"
-    FORGEXEC_STATIC_BIN=$(./musl-build | tail -n 1)
-fi
-if [[ -z ${FORGE_LAUNCH:-} ]]; then
-    log "building forge-launch (release)"
-    cargo build --quiet --release --bin forge-launch
-    FORGE_LAUNCH=$PWD/target/release/forge-launch
-fi
-export FORGEXEC_STATIC_BIN FORGE_LAUNCH
+. benches/release-binaries.sh
 export FORGE_SERVE_PRS=${FORGE_SERVE_PRS:-100}
 export FORGE_SERVE_PUSHES=${FORGE_SERVE_PUSHES:-4}
 export FORGE_SERVE_IN_FLIGHT=${FORGE_SERVE_IN_FLIGHT:-50}

@@ -14,16 +14,7 @@ cd "$(dirname "$0")/.."
 
 log() { echo "sidecar_latency: $*" >&2; }
 
-if [[ -z ${FORGEXEC_STATIC_BIN:-} ]]; then
-    log "building the static forgexec (./musl-build)"
-    FORGEXEC_STATIC_BIN=$(./musl-build | tail -n 1)
-fi
-if [[ -z ${FORGE_LAUNCH:-} ]]; then
-    log "building forge-launch (release)"
-    cargo build --quiet --release --bin forge-launch
-    FORGE_LAUNCH=$PWD/target/release/forge-launch
-fi
-export FORGEXEC_STATIC_BIN FORGE_LAUNCH
+. benches/release-binaries.sh
 export FORGE_SIDECAR_LATENCY_RUNS=${1:-10}
 cargo test --quiet --locked --test integration -- --nocapture --exact \
     sidecars::a_service_ready_at_once_adds_little_before_the_first_setup_command 2>&1 |
