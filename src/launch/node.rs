@@ -253,6 +253,19 @@ pub async fn connect_manager() -> Result<Docker, LaunchError> {
         .map_err(|e| LaunchError::docker("negotiating the API version", e))
 }
 
+/// The swarm node id of the daemon `docker` talks to (empty when it is in
+/// no swarm): what [`crate::launch::swarm::node_daemon`] compares a task's
+/// node with.
+pub async fn local_node_id(docker: &Docker) -> Result<String, LaunchError> {
+    Ok(docker
+        .info()
+        .await
+        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
+        .swarm
+        .and_then(|s| s.node_id)
+        .unwrap_or_default())
+}
+
 /// Connects to the endpoint (`local` is returned for [`Endpoint::Local`]).
 pub async fn connect(endpoint: &Endpoint, local: &Docker) -> Result<Docker, LaunchError> {
     let (docker, address) = match endpoint {

@@ -348,11 +348,7 @@ pub async fn resume(
 ) -> Result<Outcome, LaunchError> {
     let forge = Forge::new(opts.token.clone())?;
     let docker = node::connect_manager().await?;
-    let info = docker
-        .info()
-        .await
-        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
-    let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+    let local_node = node::local_node_id(&docker).await?;
     // Read again for its sidecar services (it was valid at creation).
     let result = match load_spec(opts, &forge).await {
         Ok(spec) => after_create(opts, &spec, &docker, &local_node, service_id, name).await,
@@ -787,11 +783,7 @@ pub async fn gc(
     access: &NodeAccess,
 ) -> Result<Vec<String>, LaunchError> {
     let docker = node::connect_manager().await?;
-    let info = docker
-        .info()
-        .await
-        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?;
-    let local_node = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+    let local_node = node::local_node_id(&docker).await?;
     let now = SystemTime::now();
     let mut removed = Vec::new();
     let filter = match &repo {

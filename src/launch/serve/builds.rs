@@ -211,6 +211,14 @@ impl Drop for Ticket {
     }
 }
 
+/// Whether forgexec ended with the code of a cancellation it caught and
+/// reported (128 + SIGTERM, SIGINT, SIGHUP or SIGQUIT).
+pub fn is_cancellation(exit_code: i64) -> bool {
+    CANCEL_SIGNALS
+        .iter()
+        .any(|s| i64::from(exit::cancelled(*s)) == exit_code)
+}
+
 /// The final status serve posts for a build container that ended, or
 /// `None` when forgexec reported the build itself.
 pub fn unreported_ending(
@@ -227,10 +235,8 @@ pub fn unreported_ending(
             None => "build container killed: out of memory".to_string(),
         });
     }
-    let reported = (0..=i64::from(exit::UNPOSTED)).contains(&exit_code)
-        || CANCEL_SIGNALS
-            .iter()
-            .any(|s| i64::from(exit::cancelled(*s)) == exit_code);
+    let reported =
+        (0..=i64::from(exit::UNPOSTED)).contains(&exit_code) || is_cancellation(exit_code);
     if reported {
         return None;
     }
@@ -599,13 +605,7 @@ async fn follow_build(serve: Arc<Serve>, manager: Docker, watched: Watched) {
 
 /// How the build's container ended, or that its node went down.
 async fn ending(serve: &Serve, manager: &Docker, running: &Running) -> Result<Ending, LaunchError> {
-    let local_node = manager
-        .info()
-        .await
-        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
-        .swarm
-        .and_then(|s| s.node_id)
-        .unwrap_or_default();
+    let local_node = node::local_node_id(manager).await?;
     watch::to_end(
         &serve.nodes,
         manager,
@@ -701,10 +701,13 @@ async fn retry(serve: &Arc<Serve>, lost: Attempt, node: &str, node_id: &str) {
 /// Removes the sidecars of build `name` from node `node_id` (where the
 /// launch started them); failures are logged, `gc` reaps what is left.
 async fn remove_sidecars(serve: &Serve, manager: &Docker, node_id: &str, name: &str) {
-    let local_node = match manager.info().await {
-        Ok(info) => info.swarm.and_then(|s| s.node_id).unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!("{name}: sidecars left for gc: reading the daemon's info: {e}");
+    let local_node = match node::local_node_id(manager).await {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::warn!(
+                "{name}: sidecars left for gc: {}",
+                serve.renderer().error(&err)
+            );
             return;
         }
     };
@@ -748,13 +751,7 @@ async fn try_close(
     install: Option<u64>,
 ) -> Result<(), LaunchError> {
     let docker = node::connect_manager().await?;
-    let local_node = docker
-        .info()
-        .await
-        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
-        .swarm
-        .and_then(|s| s.node_id)
-        .unwrap_or_default();
+    let local_node = node::local_node_id(&docker).await?;
     let services = service::list(&docker, plan::pull_request_filter(owner, repo, number)).await?;
     for svc in services {
         let containers = containers_of(&docker, &local_node, &svc.id, serve).await;
@@ -850,13 +847,7 @@ pub async fn pick_up(serve: Arc<Serve>) {
 
 async fn try_pick_up(serve: &Arc<Serve>) -> Result<(), LaunchError> {
     let docker = node::connect_manager().await?;
-    let local_node = docker
-        .info()
-        .await
-        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
-        .swarm
-        .and_then(|s| s.node_id)
-        .unwrap_or_default();
+    let local_node = node::local_node_id(&docker).await?;
     let filter = HashMap::from([("label".to_string(), vec![label::DELIVERY.to_string()])]);
     for svc in service::list(&docker, filter).await? {
         let Ok(inspect) = docker.inspect_service(&svc.id, None).await else {

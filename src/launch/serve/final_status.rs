@@ -11,19 +11,15 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 
-use super::builds::Watched;
+use super::builds::{is_cancellation, Watched};
 use super::Serve;
 use crate::exit;
 use crate::launch::forge::{Forge, StatusState};
-use crate::launch::{plan, service, swarm, LaunchError};
-use crate::run::cancel::CANCEL_SIGNALS;
+use crate::launch::{node, plan, service, swarm, LaunchError};
 
 /// What forgexec's exit code says of the build, as a final status; `None`
 /// for a code forgexec does not end with.
 pub fn state_for_exit(exit_code: i64) -> Option<(StatusState, &'static str)> {
-    let cancelled = CANCEL_SIGNALS
-        .iter()
-        .any(|s| i64::from(exit::cancelled(*s)) == exit_code);
     Some(match exit_code {
         c if c == i64::from(exit::PASSED) || c == i64::from(exit::UNPOSTED) => {
             (StatusState::Success, "passed")
@@ -31,7 +27,7 @@ pub fn state_for_exit(exit_code: i64) -> Option<(StatusState, &'static str)> {
         c if c == i64::from(exit::FAILED) => (StatusState::Failure, "failed"),
         c if c == i64::from(exit::INVALID) => (StatusState::Error, "invalid configuration"),
         c if c == i64::from(exit::INFRASTRUCTURE) => (StatusState::Error, "infrastructure error"),
-        _ if cancelled => (StatusState::Error, "cancelled"),
+        c if is_cancellation(c) => (StatusState::Error, "cancelled"),
         _ => return None,
     })
 }
@@ -107,13 +103,7 @@ async fn another_build_runs(
     watched: &Watched,
 ) -> Result<bool, LaunchError> {
     let build = &watched.attempt.build;
-    let local_node = manager
-        .info()
-        .await
-        .map_err(|e| LaunchError::docker("reading the daemon's info", e))?
-        .swarm
-        .and_then(|s| s.node_id)
-        .unwrap_or_default();
+    let local_node = node::local_node_id(manager).await?;
     let filter = HashMap::from([(
         "label".to_string(),
         vec![
